@@ -1,0 +1,107 @@
+"""Hyper-parameters of the decoder-only Transformer."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+MLP_TYPES = ("swiglu", "geglu")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attention_out")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Knobs that express PaLM-, Llama-, Qwen2- and Gemma-style decoders.
+
+    ``mlp_type``: ``swiglu`` (Llama, Qwen2, PaLM) or ``geglu`` (Gemma, tanh GELU).
+    ``norm_plus_one``: Gemma's RMSNorm that scales by ``1 + w``.
+    ``scale_embeddings``: Gemma's ``sqrt(d_model)`` factor on input embeddings.
+    ``parallel_block``: PaLM's ``x + attn(norm(x)) + mlp(norm(x))``.
+    ``qkv_bias``: Qwen2's biases on the q/k/v projections (no other biases anywhere).
+    """
+
+    vocab_size: int
+    d_model: int = 512
+    num_layers: int = 8
+    num_heads: int = 8
+    num_kv_heads: int = 8
+    head_dim: int = 64
+    mlp_dim: int = 2048
+    mlp_type: str = "swiglu"
+    norm_eps: float = 1e-6
+    norm_plus_one: bool = False
+    rope_theta: float = 10_000.0
+    parallel_block: bool = False
+    tie_embeddings: bool = True
+    scale_embeddings: bool = False
+    qkv_bias: bool = False
+    query_scale: float | None = None  # default head_dim ** -0.5
+    attn_logit_softcap: float | None = None
+    final_logit_softcap: float | None = None
+    dropout_rate: float = 0.0
+    embed_init_std: float = 0.02
+    dtype: str = "float32"  # compute dtype
+    param_dtype: str = "float32"
+    scan_layers: bool = True
+    remat_policy: str = "none"
+
+    def __post_init__(self):
+        if self.mlp_type not in MLP_TYPES:
+            raise ValueError(f"mlp_type={self.mlp_type!r}; allowed: {', '.join(MLP_TYPES)}")
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(
+                f"remat_policy={self.remat_policy!r}; allowed: {', '.join(REMAT_POLICIES)}"
+            )
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}"
+            )
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; known: {sorted(known)}")
+        return cls(**dict(d))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def num_params(self, include_embeddings: bool = True) -> int:
+        """Parameter count, computed from the dimensions (no model is built)."""
+        d, h, kv, hd, f = (
+            self.d_model,
+            self.num_heads,
+            self.num_kv_heads,
+            self.head_dim,
+            self.mlp_dim,
+        )
+        attn = d * hd * (2 * h + 2 * kv) + (hd * (h + 2 * kv) if self.qkv_bias else 0)
+        mlp = 3 * d * f
+        norms = d if self.parallel_block else 2 * d
+        per_layer = attn + mlp + norms
+        total = self.num_layers * per_layer + d
+        if include_embeddings:
+            total += self.vocab_size * d * (1 if self.tie_embeddings else 2)
+        return total
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward = 3x forward), MaxText-style.
+
+        Counts matmuls only: 6 * (non-embedding matmul params + output projection)
+        plus the attention scores and values, 12 * layers * heads * head_dim * seq_len
+        (halved for the causal mask, as MaxText and PaLM's MFU do not).
+        """
+        d, h, kv, hd, f = (
+            self.d_model,
+            self.num_heads,
+            self.num_kv_heads,
+            self.head_dim,
+            self.mlp_dim,
+        )
+        matmul_params = self.num_layers * (d * hd * (2 * h + 2 * kv) + 3 * d * f)
+        matmul_params += d * self.vocab_size  # logits
+        attention = 12 * self.num_layers * h * hd * seq_len
+        return 6.0 * matmul_params + attention

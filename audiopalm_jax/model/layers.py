@@ -1,0 +1,190 @@
+"""Building blocks of the decoder: RMSNorm, embeddings, RoPE, attention, gated MLP."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from audiopalm_jax.model.config import ModelConfig
+from audiopalm_jax.sharding import constrain
+
+# Parameters carry logical names and are placed by explicit out_shardings, not eagerly.
+nnx.use_eager_sharding(False)
+
+NEG_INF = -2.3819763e38  # most negative bf16-representable value, also fine in f32
+
+Cache = dict[str, jax.Array]  # {"k": [b, s, kv, hd], "v": [b, s, kv, hd]}
+
+
+def _param(init, rngs: nnx.Rngs, shape, names, dtype) -> nnx.Param:
+    return nnx.Param(init(rngs.params(), shape, jnp.dtype(dtype)), sharding_names=names)
+
+
+def _dense_init(fan_in_axes: int):
+    """Fan-in scaled normal init over the first ``fan_in_axes`` dimensions."""
+    return nnx.initializers.variance_scaling(
+        1.0, "fan_in", "truncated_normal", in_axis=tuple(range(fan_in_axes)), out_axis=-1
+    )
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        init = nnx.initializers.zeros if cfg.norm_plus_one else nnx.initializers.ones
+        self.scale = _param(init, rngs, (cfg.d_model,), ("embed",), cfg.param_dtype)
+        self.eps = cfg.norm_eps
+        self.plus_one = cfg.norm_plus_one
+        self.dtype = jnp.dtype(cfg.dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        scale = self.scale[...].astype(jnp.float32)
+        if self.plus_one:
+            scale = 1.0 + scale
+        return (x32 * scale).astype(self.dtype)
+
+
+class Embedder(nnx.Module):
+    """Token embedding, also the output projection when embeddings are tied."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        init = nnx.initializers.normal(cfg.embed_init_std)
+        self.embedding = _param(
+            init, rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), cfg.param_dtype
+        )
+        self.scale = cfg.d_model**0.5 if cfg.scale_embeddings else None
+        self.dtype = jnp.dtype(cfg.dtype)
+
+    def encode(self, tokens: jax.Array) -> jax.Array:
+        x = jnp.take(self.embedding.value, tokens, axis=0).astype(self.dtype)
+        if self.scale is not None:
+            # Gemma rounds the normalizer to the compute dtype before multiplying.
+            x = x * jnp.asarray(self.scale, self.dtype)
+        return x  # [batch, length, embed]
+
+    def decode(self, x: jax.Array) -> jax.Array:
+        return jnp.einsum("bld,vd->blv", x, self.embedding[...].astype(self.dtype))
+
+
+def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+    """Rotary embedding, half-split convention (as HF Llama's ``rotate_half``).
+
+    x: [batch, length, heads, head_dim]; positions: [batch, length].
+    """
+    head_dim = x.shape[-1]
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [b, l, head_dim/2]
+    sin = jnp.sin(angles)[:, :, None, :]
+    cos = jnp.cos(angles)[:, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+def attention_mask(
+    q_segments: jax.Array,
+    kv_segments: jax.Array,
+    q_index: jax.Array,
+    kv_index: jax.Array,
+    q_prefix: jax.Array | None = None,
+    kv_prefix: jax.Array | None = None,
+) -> jax.Array:
+    """Which keys each query may see: [batch, q_len, kv_len] bool.
+
+    Causal by slot index within the same segment; with prefix masks, queries in the
+    prefix also see later prefix keys of their segment (prefix-LM, T5X style).
+    Padding (segment 0) sees only padding, so no row is empty and softmax stays finite.
+    """
+    same = q_segments[:, :, None] == kv_segments[:, None, :]
+    allowed = q_index[:, :, None] >= kv_index[:, None, :]
+    if q_prefix is not None and kv_prefix is not None:
+        allowed = allowed | (q_prefix[:, :, None].astype(bool) & kv_prefix[:, None, :].astype(bool))
+    return same & allowed
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        d, h, kv, hd = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        pd = cfg.param_dtype
+        self.q = _param(_dense_init(1), rngs, (d, h, hd), ("embed", "heads", "head_dim"), pd)
+        self.k = _param(_dense_init(1), rngs, (d, kv, hd), ("embed", "kv_heads", "head_dim"), pd)
+        self.v = _param(_dense_init(1), rngs, (d, kv, hd), ("embed", "kv_heads", "head_dim"), pd)
+        self.o = _param(_dense_init(2), rngs, (h, hd, d), ("heads", "head_dim", "embed"), pd)
+        if cfg.qkv_bias:
+            zeros = nnx.initializers.zeros
+            self.q_bias = _param(zeros, rngs, (h, hd), ("heads", "head_dim"), pd)
+            self.k_bias = _param(zeros, rngs, (kv, hd), ("kv_heads", "head_dim"), pd)
+            self.v_bias = _param(zeros, rngs, (kv, hd), ("kv_heads", "head_dim"), pd)
+        self.cfg = cfg
+
+    def __call__(
+        self,
+        x: jax.Array,  # [batch, length, embed]
+        positions: jax.Array,  # [batch, length]
+        mask: jax.Array,  # [batch, length, kv_length]
+        cache: Cache | None = None,
+        cache_index: jax.Array | None = None,
+    ) -> tuple[jax.Array, Cache | None]:
+        cfg = self.cfg
+        dt = jnp.dtype(cfg.dtype)
+        q = jnp.einsum("bld,dhk->blhk", x, self.q[...].astype(dt))
+        k = jnp.einsum("bld,dhk->blhk", x, self.k[...].astype(dt))
+        v = jnp.einsum("bld,dhk->blhk", x, self.v[...].astype(dt))
+        if cfg.qkv_bias:
+            q = q + self.q_bias[...].astype(dt)
+            k = k + self.k_bias[...].astype(dt)
+            v = v + self.v_bias[...].astype(dt)
+        q = constrain(q, ("activation_batch", "activation_length", "activation_heads", None))
+        q = rope(q, positions, cfg.rope_theta)
+        k = rope(k, positions, cfg.rope_theta)
+
+        if cache is not None:
+            # Write this chunk at cache_index; attend over the whole (static) cache.
+            k = jax.lax.dynamic_update_slice(
+                cache["k"], k.astype(cache["k"].dtype), (0, cache_index, 0, 0)
+            )
+            v = jax.lax.dynamic_update_slice(
+                cache["v"], v.astype(cache["v"].dtype), (0, cache_index, 0, 0)
+            )
+            cache = {"k": k, "v": v}
+            k, v = k.astype(dt), v.astype(dt)
+
+        b, length, h, hd = q.shape
+        kv_heads = k.shape[2]
+        q = q.reshape(b, length, kv_heads, h // kv_heads, hd)
+        scale = cfg.query_scale if cfg.query_scale is not None else hd**-0.5
+        logits = jnp.einsum("blkgd,bskd->bkgls", q * jnp.asarray(scale, dt), k)
+        logits = logits.astype(jnp.float32)
+        if cfg.attn_logit_softcap:
+            logits = jnp.tanh(logits / cfg.attn_logit_softcap) * cfg.attn_logit_softcap
+        logits = jnp.where(mask[:, None, None, :, :], logits, NEG_INF)
+        probs = jax.nn.softmax(logits, axis=-1).astype(dt)
+        out = jnp.einsum("bkgls,bskd->blkgd", probs, v).reshape(b, length, h, hd)
+        out = jnp.einsum("blhk,hkd->bld", out, self.o[...].astype(dt))
+        return out, cache
+
+
+class MLP(nnx.Module):
+    """Gated MLP: SwiGLU (silu) or GeGLU (tanh-approximate gelu)."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        d, f, pd = cfg.d_model, cfg.mlp_dim, cfg.param_dtype
+        self.gate = _param(_dense_init(1), rngs, (d, f), ("embed", "mlp"), pd)
+        self.up = _param(_dense_init(1), rngs, (d, f), ("embed", "mlp"), pd)
+        self.down = _param(_dense_init(1), rngs, (f, d), ("mlp", "embed"), pd)
+        self.activation = jax.nn.silu if cfg.mlp_type == "swiglu" else _gelu_tanh
+        self.dtype = jnp.dtype(cfg.dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dt = self.dtype
+        gate = x @ self.gate[...].astype(dt)
+        up = x @ self.up[...].astype(dt)
+        hidden = constrain(
+            self.activation(gate) * up, ("activation_batch", "activation_length", "activation_mlp")
+        )
+        return hidden @ self.down[...].astype(dt)
+
+
+def _gelu_tanh(x: jax.Array) -> jax.Array:
+    return jax.nn.gelu(x, approximate=True)
