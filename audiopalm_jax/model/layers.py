@@ -18,7 +18,7 @@ Cache = dict[str, jax.Array]  # {"k": [b, s, kv, hd], "v": [b, s, kv, hd]}
 
 
 def _param(init, rngs: nnx.Rngs, shape, names, dtype) -> nnx.Param:
-    return nnx.Param(init(rngs.params(), shape, jnp.dtype(dtype)), sharding_names=names)
+    return nnx.Param(init(rngs.params(), shape, jnp.dtype(dtype)), out_sharding=names)
 
 
 def _dense_init(fan_in_axes: int):
@@ -57,7 +57,7 @@ class Embedder(nnx.Module):
         self.dtype = jnp.dtype(cfg.dtype)
 
     def encode(self, tokens: jax.Array) -> jax.Array:
-        x = jnp.take(self.embedding.value, tokens, axis=0).astype(self.dtype)
+        x = jnp.take(self.embedding[...], tokens, axis=0).astype(self.dtype)
         if self.scale is not None:
             # Gemma rounds the normalizer to the compute dtype before multiplying.
             x = x * jnp.asarray(self.scale, self.dtype)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import jax
-from jax.ad_checkpoint import checkpoint_name
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from audiopalm_jax.model.config import ModelConfig
 from audiopalm_jax.model.layers import MLP, Attention, Cache, Embedder, RMSNorm, attention_mask
@@ -72,7 +72,7 @@ class Transformer(nnx.Module):
             init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
             self.lm_head = nnx.Param(
                 init(rngs.params(), (cfg.d_model, cfg.vocab_size), jnp.dtype(cfg.param_dtype)),
-                sharding_names=("embed", "vocab"),
+                out_sharding=("embed", "vocab"),
             )
 
     def __call__(
