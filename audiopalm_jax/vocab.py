@@ -153,7 +153,11 @@ def build_char_tokenizer(texts: Sequence[str], output_dir: str) -> str:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     tok.decoder = decoders.Fuse()
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", bos_token="<s>", unk_token="<unk>"
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="</s>",
+        bos_token="<s>",
+        unk_token="<unk>",
     )
     os.makedirs(output_dir, exist_ok=True)
     fast.save_pretrained(output_dir)

@@ -1,0 +1,1 @@
+"""Sharded training: optimizer, loss, train step, loop."""
