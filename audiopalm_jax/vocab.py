@@ -46,6 +46,17 @@ LANGUAGE_NAMES = {
     "cy": "Welsh",
 }
 TASKS = ("ASR", "AST", "S2ST", "TTS", "MT")
+# What each task reads and writes. Combined tasks write their outputs in tag order.
+TASK_SOURCE = {"ASR": "audio", "AST": "audio", "S2ST": "audio", "TTS": "text", "MT": "text"}
+TASK_OUTPUT = {"ASR": "text", "AST": "text", "S2ST": "audio", "TTS": "audio", "MT": "text"}
+# Which language each output is in: the source's (ASR, TTS) or the target's.
+TASK_OUTPUT_LANGUAGE = {
+    "ASR": "source",
+    "AST": "target",
+    "S2ST": "target",
+    "TTS": "source",
+    "MT": "target",
+}
 
 
 class TextTokenizer(Protocol):
@@ -187,7 +198,14 @@ def task_tag(tasks: str | Sequence[str], source: str, target: str | None = None)
 
 
 class JointVocab:
-    """Text tokenizer ids followed by ``num_audio_tokens`` audio ids."""
+    """Text tokenizer ids, then ``num_audio_tokens`` audio ids, then one separator id.
+
+    AudioPaLM's sequence layout (the separator is not published; ours is a dedicated id
+    so decoding can switch modality on one token)::
+
+        prompt = text(task tag) + text(" ") + source (text or audio ids) + <sep>
+        target = output_1 [+ <sep> + output_2 ...] + <eos>
+    """
 
     def __init__(self, text: TextTokenizer, num_audio_tokens: int, pad_to_multiple: int = 128):
         if num_audio_tokens < 0:
@@ -196,7 +214,8 @@ class JointVocab:
         self.num_audio_tokens = int(num_audio_tokens)
         self.pad_to_multiple = int(pad_to_multiple)
         self.audio_offset = text.vocab_size
-        used = text.vocab_size + self.num_audio_tokens
+        self.sep_id = self.audio_offset + self.num_audio_tokens
+        used = self.sep_id + 1
         self.size = -(-used // self.pad_to_multiple) * self.pad_to_multiple
 
     # -- ids ----------------------------------------------------------------------------
@@ -272,6 +291,53 @@ class JointVocab:
                 )
                 start = i
         return spans
+
+    # -- task sequences ----------------------------------------------------------------
+    def prompt_ids(
+        self,
+        tasks: str | Sequence[str],
+        source_language: str,
+        target_language: str | None,
+        source: str | np.ndarray,
+    ) -> np.ndarray:
+        """The model's input prefix: task tag, source (text or audio tokens), separator."""
+        tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+        expected = {TASK_SOURCE[t] for t in tasks if t in TASK_SOURCE}
+        got = "text" if isinstance(source, str) else "audio"
+        if len(expected) > 1:
+            raise ValueError(f"tasks {tasks} read different modalities {sorted(expected)}")
+        if expected and got not in expected:
+            raise ValueError(f"tasks {tasks} read {expected.pop()}, but the source is {got}")
+        tag = task_tag(tasks, source_language, target_language)
+        ids = self.encode([tag + " ", source])
+        return np.concatenate([ids, [self.sep_id]]).astype(np.int32)
+
+    def target_ids(self, outputs: Sequence[str | np.ndarray]) -> np.ndarray:
+        """Outputs (in task-tag order) joined by the separator, ending with eos."""
+        parts: list[np.ndarray] = []
+        for i, out in enumerate(outputs):
+            if i:
+                parts.append(np.asarray([self.sep_id], np.int32))
+            parts.append(self.encode([out]))
+        parts.append(np.asarray([self.eos_id], np.int32))
+        return np.concatenate(parts).astype(np.int32)
+
+    def split_target(self, ids) -> list[str | np.ndarray]:
+        """Inverse of :meth:`target_ids`: stops at eos, splits at separators."""
+        ids = np.asarray(ids)
+        end = np.flatnonzero(ids == self.eos_id)
+        ids = ids[: end[0]] if len(end) else ids
+        pieces = np.split(ids, np.flatnonzero(ids == self.sep_id))
+        out: list[str | np.ndarray] = []
+        for i, piece in enumerate(pieces):
+            piece = piece[1:] if i else piece
+            audio = self.is_audio(piece)
+            out.append(
+                self.ids_to_audio(piece)
+                if audio.any() and audio.mean() >= 0.5
+                else self.decode_text(piece)
+            )
+        return out
 
     # -- persistence ---------------------------------------------------------------------
     def to_json(self) -> dict:

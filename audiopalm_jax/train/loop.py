@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 VOCAB_DIR = "vocab"
 # Default character set for `text_tokenizer = "char"`: English, French, German, Spanish.
 DEFAULT_CHARS = (
-    " !\"'(),-.:;?[]0123456789"
+    " !\"'(),-.:;?[]|0123456789"
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
     "àâæçéèêëîïôœùûüÿÀÂÆÇÉÈÊËÎÏÔŒÙÛÜŸäöüßÄÖÜáéíóúñ¿¡ÁÉÍÓÚÑ"
 )
