@@ -57,7 +57,10 @@ class Embedder(nnx.Module):
         self.dtype = jnp.dtype(cfg.dtype)
 
     def encode(self, tokens: jax.Array) -> jax.Array:
-        x = jnp.take(self.embedding[...], tokens, axis=0).astype(self.dtype)
+        # Gather from a table sharded only along vocab: gathering rows whose embed dim is
+        # fsdp-sharded into batch-sharded activations makes XLA replicate the result.
+        table = constrain(self.embedding[...], ("vocab", None))
+        x = jnp.take(table, tokens, axis=0).astype(self.dtype)
         if self.scale is not None:
             # Gemma rounds the normalizer to the compute dtype before multiplying.
             x = x * jnp.asarray(self.scale, self.dtype)

@@ -59,21 +59,22 @@ def abstract_model(cfg: ModelConfig) -> tuple[nnx.GraphDef, Any, Any]:
 
 
 def _opt_state_spec(path, leaf, param_specs: dict, param_shapes: dict) -> PartitionSpec:
-    """Optimizer-state leaves mirror a parameter (Adam moments) or drop one of its last
-    two axes (Adafactor's factored row/column statistics); anything else is replicated."""
+    """Optimizer-state leaves mirror a parameter (Adam moments) or drop one of its axes
+    (Adafactor's factored row/column statistics drop one of the two largest dims);
+    anything else (counts, placeholders) is replicated."""
     keys = tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
     for start in range(len(keys)):
         suffix = keys[start:]
         if suffix not in param_specs:
             continue
-        spec, shape = tuple(param_specs[suffix]), param_shapes[suffix]
+        spec, shape = tuple(param_specs[suffix]), tuple(param_shapes[suffix])
         spec = spec + (None,) * (len(shape) - len(spec))
         if leaf.shape == shape:
             return PartitionSpec(*spec)
-        if len(shape) >= 2 and leaf.shape == shape[:-1]:
-            return PartitionSpec(*spec[:-1])
-        if len(shape) >= 2 and leaf.shape == shape[:-2] + shape[-1:]:
-            return PartitionSpec(*(spec[:-2] + spec[-1:]))
+        if len(leaf.shape) == len(shape) - 1:
+            for dim in reversed(range(len(shape))):
+                if leaf.shape == shape[:dim] + shape[dim + 1 :]:
+                    return PartitionSpec(*(spec[:dim] + spec[dim + 1 :]))
         return PartitionSpec()
     return PartitionSpec()
 

@@ -1,0 +1,137 @@
+"""Ahead-of-time TPU compiles of the real train step, on CPU (needs the tpu-compile extra)."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from audiopalm_jax.train import compile_report as cr
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _config(name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.fixture(scope="module")
+def tpu_topologies():
+    """Skips unless libtpu can describe a TPU topology on this (CPU) machine."""
+    try:
+        cr.topology_devices("v5e:2x2")
+    except cr.TopologyUnavailable as e:
+        pytest.skip(f"no AOT TPU compile here ({e}); pip install 'audiopalm-jax[tpu-compile]'")
+
+
+def _small(d_model=256, layers=4, batch=8, seq=256):
+    c = _config("tiny")
+    c.model.update(
+        d_model=d_model, num_layers=layers, num_heads=4, num_kv_heads=2, head_dim=64,
+        mlp_dim=4 * d_model, dtype="bfloat16",
+    )
+    c.mesh.update(data=1, fsdp=-1, tensor=1)
+    c.data.update(batch_size=batch, seq_len=seq)
+    return c
+
+
+def test_parse_topology():
+    chip, name = cr.parse_topology("v5p:4x4x4")
+    assert (chip.name, name, chip.hbm_bytes) == ("v5p", "v5p:4x4x4", 95 * cr.GiB)
+    assert cr.parse_topology("v5litepod:16x16")[1] == "v5e:16x16"
+    with pytest.raises(ValueError, match="expected GEN"):
+        cr.parse_topology("v5p-128")
+
+
+def test_parse_oom_messages():
+    a = cr.parse_oom(
+        "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+        "temporaries (49.99G) exceeds available HBM (15.75G)."
+    )
+    assert a == {"required": int(49.99 * cr.GiB), "available": int(15.75 * cr.GiB)}
+    b = cr.parse_oom("Ran out of memory in memory space hbm. Used 20.5G of 15.48G hbm. "
+                     "Exceeded hbm capacity by 5.02G.")
+    assert b["required"] == int(20.5 * cr.GiB) and b["exceeded"] == int(5.02 * cr.GiB)
+
+
+def test_vocab_size_from_config():
+    # text + audio + separator, padded to 128 as JointVocab does.
+    assert cr.vocab_size_from_config(_config("audiopalm_1b").vocab) == 33152
+    assert cr.vocab_size_from_config(_config("audiopalm_8b").vocab) == 129408
+
+
+@pytest.mark.slow
+def test_1b_config_fits_its_topology(tpu_topologies, capsys):
+    config = _config("audiopalm_1b")
+    report = cr.compile_report(config, None, layer_costs=False)
+    assert report["topology"] == config.topology
+    assert report["fits"], report["verdict"]
+    assert 0 < report["per_device_bytes"] < 0.8 * report["hbm_bytes"]  # real headroom
+    assert report["sharding_findings"] == []
+    assert report["verdict"].startswith("FITS")
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last)["per_device_bytes"] == report["per_device_bytes"]
+
+
+def test_oversized_batch_does_not_fit(tpu_topologies):
+    config = _config("audiopalm_1b")
+    config.model.update(num_layers=2, remat_policy="none")  # shallow: a quick compile
+    config.data.batch_size = 1024  # 64 sequences of 2048 per v5e chip
+    report = cr.compile_report(config, "v5e:4x4", layer_costs=False)
+    assert not report["fits"]
+    assert report["per_device_bytes"] > report["hbm_usable_bytes"]
+    assert report["verdict"].startswith("DOES NOT FIT")
+    assert "remat_policy" in report["verdict"] and "grad_accum_steps" in report["verdict"]
+
+
+def test_roofline_counts_every_scanned_layer(tpu_topologies):
+    config = _small()
+    report = cr.compile_report(config, "v5e:2x2")
+    assert report["fits"] and report["roofline_step_seconds"] > 0
+    raw = report["hlo_cost_analysis_raw"]["flops"] * report["num_devices"]
+    # cost_analysis sees the scan body once; the extrapolation restores all 4 layers and
+    # lands near the analytic matmul FLOPs (no remat here, so no recompute on top).
+    assert report["flops_per_step"] > 1.3 * raw
+    assert 0.9 < report["flops_per_step"] / report["model_flops_per_step"] < 1.5
+    assert 0 < report["mfu_ceiling"] <= 1.0
+    tokens = config.data.batch_size * config.data.seq_len
+    assert report["tokens_per_sec_per_chip_roofline"] == pytest.approx(
+        tokens / report["roofline_step_seconds"] / 4
+    )
+
+
+def test_reports_leaves_the_rules_meant_to_shard(tpu_topologies):
+    config = _small(d_model=100, layers=2)  # 100 does not split over fsdp=8
+    config.model.update(num_heads=2, num_kv_heads=2, head_dim=50, mlp_dim=4096)
+    report = cr.compile_report(config, "v5e:2x4", layer_costs=False)
+    found = {f["leaf"]: f for f in report["sharding_findings"]}
+    mlp = found["params/blocks/mlp/up"]
+    assert mlp["kind"] == "replicated" and "fsdp" in mlp["rules_spec"]
+    assert mlp["bytes_per_device"] == 8 * mlp["intended_bytes_per_device"] or (
+        mlp["bytes_per_device"] > mlp["intended_bytes_per_device"]
+    )
+
+
+def test_cli_writes_the_report(tpu_topologies, tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run(
+        [sys.executable, "-m", "audiopalm_jax.cli", "compile", "--config",
+         os.path.join(REPO, "configs", "tiny.py"), "--topology", "v5e:2x2",
+         "--config.mesh.data=1", "--config.mesh.fsdp=-1", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    printed = json.loads(out.stdout.strip().splitlines()[-1])
+    with open(tmp_path / "compile_report.json") as f:
+        written = json.load(f)
+    assert printed == written
+    for key in ("topology", "num_devices", "per_device_bytes", "hbm_bytes", "fits",
+                "flops_per_step", "roofline_step_seconds", "tokens_per_sec_per_chip_roofline",
+                "mfu_ceiling"):
+        assert key in written
+    assert written["num_devices"] == 4 and written["fits"]
