@@ -74,7 +74,8 @@ def test_restore_onto_smaller_meshes_gives_identical_params(tiny_config, tmp_pat
     for other in (four, one):
         jax.tree.map(
             lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
-            eight["params"], other["params"],
+            eight["params"],
+            other["params"],
         )
     assert int(one["step"]) == 3
 
@@ -118,8 +119,9 @@ def test_keeps_latest_and_best(tiny_config, tmp_path, read_metrics):
     c.best_metric = "loss"
     c.best_mode = "max"  # keep the worst loss: step 1, so it differs from the latest two
     train(c, str(tmp_path))
-    ckpt = Checkpointer(str(tmp_path / "checkpoints"), read_only=True, best_metric="loss",
-                        best_mode="max")
+    ckpt = Checkpointer(
+        str(tmp_path / "checkpoints"), read_only=True, best_metric="loss", best_mode="max"
+    )
     losses = {s: r["loss"] for s, r in read_metrics(str(tmp_path)).items()}
     worst = max(losses, key=losses.get)
     assert set(ckpt.all_steps()) == {9, 10, worst}

@@ -12,7 +12,12 @@ from audiopalm_jax.train.step import global_batch, init_state, make_setup, make_
 from audiopalm_jax.train.synthetic import synthetic_batch
 
 CFG = ModelConfig(
-    vocab_size=256, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+    vocab_size=256,
+    d_model=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=16,
     mlp_dim=128,
 )
 
@@ -20,8 +25,15 @@ CFG = ModelConfig(
 def _losses(mesh_config, devices, optimizer="adamw", accum=1, steps=5):
     mesh = sharding.make_mesh(mesh_config, devices)
     tx, schedule = make_optimizer(
-        dict(name=optimizer, learning_rate=1e-2, warmup_steps=2, schedule="cosine",
-             clip_norm=1.0, weight_decay=0.1, min_dim_size_to_factor=32),
+        dict(
+            name=optimizer,
+            learning_rate=1e-2,
+            warmup_steps=2,
+            schedule="cosine",
+            clip_norm=1.0,
+            weight_decay=0.1,
+            min_dim_size_to_factor=32,
+        ),
         10,
     )
     with jax.set_mesh(mesh), sharding.axis_rules(sharding.DEFAULT_RULES):
@@ -37,8 +49,10 @@ def _losses(mesh_config, devices, optimizer="adamw", accum=1, steps=5):
 
 @pytest.fixture(scope="module")
 def single_device():
-    return {opt: _losses(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1], opt)[0]
-            for opt in ("adamw", "adafactor")}
+    return {
+        opt: _losses(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1], opt)[0]
+        for opt in ("adamw", "adafactor")
+    }
 
 
 LAYOUTS = {
@@ -78,7 +92,9 @@ def test_gradient_accumulation_matches_full_batch(single_device):
 def test_mesh_fills_minus_one_and_rejects_bad_sizes():
     assert sharding.mesh_shape(dict(data=-1, fsdp=2, tensor=2), 8)[0] == (2, 2, 2)
     assert sharding.mesh_shape(dict(data=2, fsdp=-1, tensor=1, dcn_data=2), 8) == (
-        (2, 2, 1), (2, 1, 1))
+        (2, 2, 1),
+        (2, 1, 1),
+    )
     with pytest.raises(ValueError, match=r"data\*fsdp\*tensor=3\*1\*1=3 does not match the 8"):
         sharding.mesh_shape(dict(data=3, fsdp=1, tensor=1), 8)
     with pytest.raises(ValueError, match="cannot fill 8 devices"):
@@ -92,9 +108,11 @@ def test_logical_rules_skip_non_dividing_and_used_axes():
     rules = sharding.DEFAULT_RULES
     assert sharding.logical_to_spec(("embed", "mlp"), rules, mesh, (64, 128)) == P("fsdp", "tensor")
     # kv_heads=1 cannot split over tensor=2: replicated rather than a compile error.
-    assert sharding.logical_to_spec(("embed", "kv_heads", "head_dim"), rules, mesh,
-                                    (64, 1, 16)) == P("fsdp")
+    assert sharding.logical_to_spec(
+        ("embed", "kv_heads", "head_dim"), rules, mesh, (64, 1, 16)
+    ) == P("fsdp")
     assert sharding.logical_to_spec(("activation_batch", None), rules, mesh, (8, 4)) == P(
-        ("data", "fsdp"))
+        ("data", "fsdp")
+    )
     with pytest.raises(ValueError, match="unknown mesh axis"):
         sharding.normalize_rules([("embed", "model")])
