@@ -1,0 +1,145 @@
+"""Training throughput and MFU of our train step, beside PyTorch's LlamaForCausalLM.
+
+Prints one JSON line: tokens_per_sec, flops_per_sec, peak_flops_per_sec (a matmul peak
+measured here, now), mfu, torch_tokens_per_sec (same dims, batch, AdamW, in transformers'
+PyTorch Llama), ratio_vs_torch. Defaults are the issue's target: d_model=1024, 8 layers,
+seq 1024.
+
+    python benchmarks/train_throughput.py [--d_model 1024 --layers 8 --seq 1024 --batch 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--d_model", type=int, default=1024)
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--heads", type=int, default=16)
+    p.add_argument("--kv_heads", type=int, default=16)
+    p.add_argument("--mlp_dim", type=int, default=2816)
+    p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--seq", type=int, default=1024)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up)")
+    p.add_argument("--dtype", default="float32", help="compute dtype (bfloat16 on GPU/TPU)")
+    p.add_argument("--remat", default="none")
+    p.add_argument("--skip_torch", action="store_true")
+    return p.parse_args(argv)
+
+
+def bench_jax(args) -> dict:
+    import jax
+    import numpy as np
+
+    from audiopalm_jax import sharding
+    from audiopalm_jax.model import ModelConfig
+    from audiopalm_jax.train.flops import measure_matmul_peak
+    from audiopalm_jax.train.optimizer import make_optimizer
+    from audiopalm_jax.train.step import global_batch, init_state, make_setup, make_train_step
+
+    cfg = ModelConfig(
+        vocab_size=args.vocab, d_model=args.d_model, num_layers=args.layers,
+        num_heads=args.heads, num_kv_heads=args.kv_heads, head_dim=args.d_model // args.heads,
+        mlp_dim=args.mlp_dim, tie_embeddings=False, dtype=args.dtype,
+        remat_policy=args.remat,
+    )
+    mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1))
+    tx, schedule = make_optimizer(
+        dict(name="adamw", learning_rate=1e-4, schedule="constant", weight_decay=0.0), 100
+    )
+    rng = np.random.default_rng(0)
+    b, s = args.batch, args.seq
+    tokens = rng.integers(0, args.vocab, (b, s + 1)).astype(np.int32)
+    batch = {
+        "inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+        "loss_weights": np.ones((b, s), np.float32), "segment_ids": np.ones((b, s), np.int32),
+        "positions": np.broadcast_to(np.arange(s, dtype=np.int32), (b, s)).copy(),
+        "prefix_mask": np.zeros((b, s), np.int32),
+    }
+    with jax.set_mesh(mesh), sharding.axis_rules(sharding.DEFAULT_RULES):
+        setup = make_setup(cfg, tx, schedule, mesh, sharding.DEFAULT_RULES)
+        state = init_state(setup, seed=0)
+        step = make_train_step(setup, seed=0)
+        gbatch = global_batch(setup, batch)
+        state, m = step(state, gbatch)  # compile + warm up
+        jax.block_until_ready(m)
+        times = []
+        for _ in range(args.steps):
+            t = time.perf_counter()
+            state, m = step(state, gbatch)
+            jax.block_until_ready(m)
+            times.append(time.perf_counter() - t)
+    seconds = min(times)
+    flops = cfg.flops_per_token(s) * b * s
+    peak = measure_matmul_peak()
+    if jax.devices()[0].platform != "cpu":
+        from audiopalm_jax.train.flops import peak_flops_per_device
+
+        peak = peak_flops_per_device()[0] * jax.device_count()
+    return {
+        "tokens_per_sec": b * s / seconds,
+        "flops_per_sec": flops / seconds,
+        "peak_flops_per_sec": peak,
+        "mfu": flops / seconds / peak,
+        "step_seconds": seconds,
+        "loss": float(m["loss"]),
+        "params": cfg.num_params(),
+        "device": jax.devices()[0].device_kind,
+    }
+
+
+def bench_torch(args) -> dict:
+    import torch
+    import transformers
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        vocab_size=args.vocab, hidden_size=args.d_model, intermediate_size=args.mlp_dim,
+        num_hidden_layers=args.layers, num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads, max_position_embeddings=args.seq,
+        tie_word_embeddings=False, attn_implementation="sdpa",
+    )
+    model = transformers.LlamaForCausalLM(cfg)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+    tokens = torch.randint(0, args.vocab, (args.batch, args.seq + 1))
+    inputs, labels = tokens[:, :-1], tokens[:, 1:]
+
+    def step():
+        logits = model(input_ids=inputs).logits
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, args.vocab).float(), labels.reshape(-1)
+        )
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    times = []
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return {"torch_tokens_per_sec": args.batch * args.seq / min(times)}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    result = {"config": vars(args)}
+    result.update(bench_jax(args))
+    if not args.skip_torch:
+        result.update(bench_torch(args))
+        result["ratio_vs_torch"] = result["tokens_per_sec"] / result["torch_tokens_per_sec"]
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
