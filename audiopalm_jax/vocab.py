@@ -45,6 +45,12 @@ LANGUAGE_NAMES = {
     "tr": "Turkish",
     "cy": "Welsh",
 }
+# Default character set for `text_tokenizer = "char"`: English, French, German, Spanish.
+DEFAULT_CHARS = (
+    " !\"'(),-.:;?[]|0123456789"
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    "àâæçéèêëîïôœùûüÿÀÂÆÇÉÈÊËÎÏÔŒÙÛÜŸäöüßÄÖÜáéíóúñ¿¡ÁÉÍÓÚÑ"
+)
 TASKS = ("ASR", "AST", "S2ST", "TTS", "MT")
 # What each task reads and writes. Combined tasks write their outputs in tag order.
 TASK_SOURCE = {"ASR": "audio", "AST": "audio", "S2ST": "audio", "TTS": "text", "MT": "text"}

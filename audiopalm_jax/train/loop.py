@@ -30,17 +30,11 @@ from audiopalm_jax.train.step import (
     make_train_step,
 )
 from audiopalm_jax.train.synthetic import SyntheticIterator
-from audiopalm_jax.vocab import JointVocab, build_char_tokenizer, load_text_tokenizer
+from audiopalm_jax.vocab import DEFAULT_CHARS, JointVocab, build_char_tokenizer, load_text_tokenizer
 
 log = logging.getLogger(__name__)
 
 VOCAB_DIR = "vocab"
-# Default character set for `text_tokenizer = "char"`: English, French, German, Spanish.
-DEFAULT_CHARS = (
-    " !\"'(),-.:;?[]|0123456789"
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    "àâæçéèêëîïôœùûüÿÀÂÆÇÉÈÊËÎÏÔŒÙÛÜŸäöüßÄÖÜáéíóúñ¿¡ÁÉÍÓÚÑ"
-)
 
 
 def initialize_distributed(dist: Mapping[str, Any]) -> None:

@@ -1,0 +1,127 @@
+"""Decoder behaviour beyond HF parity: prefix-LM, KV cache, remat, logical axis names."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from audiopalm_jax.model import ModelConfig, Transformer, init_cache
+
+CFG = ModelConfig(
+    vocab_size=128, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=64
+)
+LOGICAL = {"vocab", "embed", "mlp", "heads", "kv_heads", "head_dim", "layers"}
+
+
+def _model(**overrides):
+    return Transformer(dataclasses.replace(CFG, **overrides), rngs=nnx.Rngs(0))
+
+
+def _inputs(b=2, n=10, seed=0):
+    tokens = jax.random.randint(jax.random.key(seed), (b, n), 0, CFG.vocab_size)
+    return tokens, jnp.broadcast_to(jnp.arange(n), (b, n))
+
+
+def test_every_parameter_has_logical_axis_names():
+    for scan in (True, False):
+        state = nnx.state(_model(scan_layers=scan, tie_embeddings=False, qkv_bias=True), nnx.Param)
+        for path, var in jax.tree_util.tree_flatten_with_path(
+            state, is_leaf=lambda x: isinstance(x, nnx.Variable)
+        )[0]:
+            names = var.get_metadata().get("out_sharding")
+            assert names is not None and len(names) == var.ndim, path
+            assert set(names) <= LOGICAL, (path, names)
+
+
+def test_causal_without_prefix_and_bidirectional_within_prefix():
+    model = _model()
+    tokens, pos = _inputs(1, 8)
+    changed = tokens.at[0, 5].set((tokens[0, 5] + 1) % CFG.vocab_size)
+    base, _ = model(tokens, pos)
+    after, _ = model(changed, pos)
+    np.testing.assert_allclose(base[0, :5], after[0, :5], atol=1e-6)  # causal: no peeking
+    prefix = jnp.array([[1] * 6 + [0] * 2])
+    base_p, _ = model(tokens, pos, prefix_mask=prefix)
+    after_p, _ = model(changed, pos, prefix_mask=prefix)
+    assert np.abs(np.asarray(base_p[0, :5] - after_p[0, :5])).max() > 1e-4  # prefix sees ahead
+    # ...but tokens after the prefix still cannot see the future.
+    changed_late = tokens.at[0, 7].set((tokens[0, 7] + 1) % CFG.vocab_size)
+    after_late, _ = model(changed_late, pos, prefix_mask=prefix)
+    np.testing.assert_allclose(base_p[0, :7], after_late[0, :7], atol=1e-6)
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_cached_decoding_equals_full_forward_with_prefix(scan):
+    model = _model(scan_layers=scan)
+    tokens, pos = _inputs(2, 10)
+    prefix = jnp.array([[1] * 4 + [0] * 6] * 2)
+    full, _ = model(tokens, pos, prefix_mask=prefix)
+    cache = init_cache(model.cfg, 2, 16)
+    out, cache = model(tokens[:, :4], pos[:, :4], prefix_mask=prefix[:, :4], cache=cache)
+    outs = [out]
+    for i in range(4, 10):
+        out, cache = model(tokens[:, i : i + 1], pos[:, i : i + 1], cache=cache)
+        outs.append(out)
+    np.testing.assert_allclose(np.concatenate(outs, 1), full, atol=1e-5)
+    assert int(cache["index"]) == 10
+
+
+@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch", "save_attention_out"])
+def test_remat_policies_give_the_same_gradients(policy):
+    tokens, pos = _inputs()
+
+    def grads(model):
+        def loss(m):
+            return jnp.mean(m(tokens, pos)[0] ** 2)
+
+        return nnx.grad(loss)(model)
+
+    reference = grads(_model())
+    other = grads(_model(remat_policy=policy))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+        nnx.state(reference),
+        nnx.state(other),
+    )
+
+
+def test_parallel_block_softcap_and_embedding_scale():
+    model = _model(
+        parallel_block=True,
+        final_logit_softcap=2.0,
+        attn_logit_softcap=5.0,
+        scale_embeddings=True,
+        norm_plus_one=True,
+        mlp_type="geglu",
+    )
+    assert not hasattr(model.blocks, "mlp_norm")
+    logits, _ = model(*_inputs())
+    assert np.abs(np.asarray(logits)).max() <= 2.0
+    assert np.isfinite(np.asarray(logits)).all()
+
+
+def test_bf16_compute_stays_close_to_f32():
+    tokens, pos = _inputs()
+    f32, _ = _model()(tokens, pos)
+    bf16, _ = _model(dtype="bfloat16")(tokens, pos)
+    assert bf16.dtype == jnp.float32  # logits are always f32 for the loss
+    np.testing.assert_allclose(bf16, f32, atol=5e-2)
+
+
+def test_config_validation_names_the_bad_value():
+    with pytest.raises(ValueError, match="mlp_type='relu'"):
+        dataclasses.replace(CFG, mlp_type="relu")
+    with pytest.raises(ValueError, match="num_heads=4 must be a multiple of num_kv_heads=3"):
+        dataclasses.replace(CFG, num_kv_heads=3)
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        ModelConfig.from_dict({"vocab_size": 8, "d_modle": 3})
+
+
+def test_num_params_counts_the_real_parameters():
+    for kw in ({}, {"tie_embeddings": False, "qkv_bias": True}, {"parallel_block": True}):
+        model = _model(**kw)
+        n = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+        assert model.cfg.num_params() == n, kw
