@@ -45,9 +45,15 @@ def bench_jax(args) -> dict:
     from audiopalm_jax.train.step import global_batch, init_state, make_setup, make_train_step
 
     cfg = ModelConfig(
-        vocab_size=args.vocab, d_model=args.d_model, num_layers=args.layers,
-        num_heads=args.heads, num_kv_heads=args.kv_heads, head_dim=args.d_model // args.heads,
-        mlp_dim=args.mlp_dim, tie_embeddings=False, dtype=args.dtype,
+        vocab_size=args.vocab,
+        d_model=args.d_model,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        num_kv_heads=args.kv_heads,
+        head_dim=args.d_model // args.heads,
+        mlp_dim=args.mlp_dim,
+        tie_embeddings=False,
+        dtype=args.dtype,
         remat_policy=args.remat,
     )
     mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1))
@@ -58,8 +64,10 @@ def bench_jax(args) -> dict:
     b, s = args.batch, args.seq
     tokens = rng.integers(0, args.vocab, (b, s + 1)).astype(np.int32)
     batch = {
-        "inputs": tokens[:, :-1], "targets": tokens[:, 1:],
-        "loss_weights": np.ones((b, s), np.float32), "segment_ids": np.ones((b, s), np.int32),
+        "inputs": tokens[:, :-1],
+        "targets": tokens[:, 1:],
+        "loss_weights": np.ones((b, s), np.float32),
+        "segment_ids": np.ones((b, s), np.int32),
         "positions": np.broadcast_to(np.arange(s, dtype=np.int32), (b, s)).copy(),
         "prefix_mask": np.zeros((b, s), np.int32),
     }
@@ -102,10 +110,15 @@ def bench_torch(args) -> dict:
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(
-        vocab_size=args.vocab, hidden_size=args.d_model, intermediate_size=args.mlp_dim,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads,
-        num_key_value_heads=args.kv_heads, max_position_embeddings=args.seq,
-        tie_word_embeddings=False, attn_implementation="sdpa",
+        vocab_size=args.vocab,
+        hidden_size=args.d_model,
+        intermediate_size=args.mlp_dim,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        max_position_embeddings=args.seq,
+        tie_word_embeddings=False,
+        attn_implementation="sdpa",
     )
     model = transformers.LlamaForCausalLM(cfg)
     model.train()
