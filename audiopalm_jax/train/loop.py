@@ -100,7 +100,9 @@ def _sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def make_train_iterator(config: ml_collections.ConfigDict, vocab: JointVocab, split: str = "train"):
+def make_train_iterator(
+    config: ml_collections.ConfigDict, vocab: JointVocab, split: str = "train", workdir: str = ""
+):
     """This process's iterator of local batches for ``split``."""
     data = config.data
     if data.source == "synthetic":
@@ -115,7 +117,7 @@ def make_train_iterator(config: ml_collections.ConfigDict, vocab: JointVocab, sp
         )
     from audiopalm_jax.data import pipeline  # deferred: only real data needs grain/tfds
 
-    return pipeline.make_iterator(config, vocab, split=split)
+    return pipeline.make_iterator(config, vocab, split=split, workdir=workdir or None)
 
 
 class PreemptionWatcher:
@@ -188,7 +190,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     )
     num_steps = int(config.num_train_steps)
     with jax.set_mesh(setup.mesh), sharding.axis_rules(setup.rules):
-        data_iter = make_train_iterator(config, vocab, "train")
+        data_iter = make_train_iterator(config, vocab, "train", workdir)
         start = ckpt.latest_step()
         if start is not None:
             log.info("resuming from %s step %d", ckpt.directory, start)
@@ -249,7 +251,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                         last["mfu"] = flops_per_step / seconds_per_step / peak_total
                         last["seconds_per_step"] = seconds_per_step
                     if eval_step is not None and (step % eval_every == 0 or step == num_steps):
-                        eval_iter = make_train_iterator(config, vocab, "validation")
+                        eval_iter = make_train_iterator(config, vocab, "validation", workdir)
                         last.update(
                             _evaluate_loss(
                                 setup,

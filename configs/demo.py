@@ -1,0 +1,89 @@
+"""Demo: a small AudioPaLM on the generated demo_speech corpus, end to end on a CPU.
+
+``audiopalm train --config configs/demo.py --workdir runs/demo`` generates demo_speech
+(en/fr/de/es, espeak-ng voices), fits a 512-token mel k-means audio tokenizer (25 Hz) on
+training audio, tokenizes train/validation and trains ASR, AST, S2ST, TTS and MT in all
+directions plus the combined ``[ASR AST S2ST src tgt]`` task.
+"""
+
+import ml_collections
+
+from audiopalm_jax.train.config import base_config
+
+LANGUAGES = ("en", "fr", "de", "es")
+# Share of the examples per task family, split evenly over its language directions.
+TASK_WEIGHTS = {
+    "ASR": 0.2,
+    "AST": 0.15,
+    "S2ST": 0.15,
+    "TTS": 0.15,
+    "MT": 0.1,
+    "ASR+AST+S2ST": 0.25,
+}
+
+
+def demo_mixture(dataset: str = "demo_speech", languages=LANGUAGES, weights=None) -> list[str]:
+    """Mixture entries ``dataset:TASKS:src[-tgt]:weight`` for every task and direction."""
+    entries = []
+    for tasks, total in (weights or TASK_WEIGHTS).items():
+        if tasks in ("ASR", "TTS"):  # one language
+            dirs = list(languages)
+        else:
+            dirs = [f"{s}-{t}" for s in languages for t in languages if s != t]
+        entries += [f"{dataset}:{tasks}:{d}:{total / len(dirs):.6g}" for d in dirs]
+    return entries
+
+
+def get_config():
+    c = base_config()
+    # Sized for < 20 min in all on 2 CPU cores: the data stages take ~7 min (demo_speech
+    # ~4.5, tokenizer fit ~1, tokenization ~2), then 120 steps of 4096 token positions at
+    # ~600-1000 tokens/s for this model (measured on a shared, loaded machine).
+    c.num_train_steps = 120
+    c.log_every_steps = 10
+    c.checkpoint_every_steps = 60
+    c.eval_every_steps = 60
+    c.eval_batches = 2
+    c.model.update(
+        d_model=256, num_layers=4, num_heads=4, num_kv_heads=4, head_dim=64, mlp_dim=1024
+    )
+    c.vocab.update(text_tokenizer="char", num_audio_tokens=512)
+    c.optimizer.update(learning_rate=2e-3, warmup_steps=15, weight_decay=0.01)
+    c.data = ml_collections.ConfigDict(
+        dict(
+            source="tfds",
+            batch_size=8,  # global rows per step: 4096 token positions
+            seq_len=512,  # demo examples are 40-360 tokens; ~4-6 packed per row
+            data_dir="",  # "": $TFDS_DATA_DIR, else ~/tensorflow_datasets
+            manual_dir="",  # downloaded real corpora (docs/datasets.md)
+            # alias -> TFDS name (+ optional {pipeline split: dataset split})
+            datasets={"demo_speech": {"name": "demo_speech/default", "splits": {}}},
+            mixture=demo_mixture(),
+            format="audiopalm",  # or "speechgpt"
+            overlong="drop",  # or "truncate"; both counted and logged
+            packing_bins=16,
+            prompt_loss_weight=0.0,
+            prefix_lm=True,
+            shuffle=True,
+            num_workers=0,  # grain worker processes for the train split; 0: in-process
+            eval_num_workers=0,
+            read_threads=2,
+            log_every_batches=1000,
+            # Filled in by `prepare` from --workdir when empty.
+            tokens_dir="",
+            audio_tokenizer_dir="",
+            tokenize_splits=["train", "validation"],
+            tokenize_batch_size=32,
+            prepare_workers=0,  # demo_speech synthesis processes; 0: all cores
+            audio_tokenizer=dict(
+                kind="mel_kmeans",
+                num_tokens=512,
+                frame_rate=25.0,
+                seed=0,
+                fit_records=600,  # training records (x4 languages) the k-means sees
+                kmeans=dict(num_steps=200, batch_size=4096),
+                progress=True,
+            ),
+        )
+    )
+    return c
