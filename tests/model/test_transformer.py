@@ -125,3 +125,20 @@ def test_num_params_counts_the_real_parameters():
         model = _model(**kw)
         n = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
         assert model.cfg.num_params() == n, kw
+
+
+def test_scanned_program_does_not_grow_with_depth():
+    """Scanned layers compile one block whatever the depth; unrolled ones one per layer."""
+
+    def hlo_size(num_layers, scan):
+        cfg = dataclasses.replace(CFG, num_layers=num_layers, scan_layers=scan)
+        graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+        tokens, pos = _inputs()
+
+        def forward(p):
+            return nnx.merge(graphdef, p)(tokens, pos)[0]
+
+        return len(jax.jit(forward).lower(params).as_text())
+
+    assert hlo_size(6, True) < 1.1 * hlo_size(2, True)
+    assert hlo_size(6, False) > 2 * hlo_size(2, False)
