@@ -124,7 +124,9 @@ class SentencePieceTextTokenizer:
         import sentencepiece as spm
 
         self.path = path
-        self._sp = spm.SentencePieceProcessor(model_file=path)
+        with open(path, "rb") as f:
+            self._model = f.read()  # kept: files() must not depend on path surviving
+        self._sp = spm.SentencePieceProcessor(model_proto=self._model)
         self.vocab_size = int(self._sp.get_piece_size())
         self.eos_id = int(self._sp.eos_id())
         if self.eos_id < 0:
@@ -139,8 +141,7 @@ class SentencePieceTextTokenizer:
         return self._sp.decode([int(i) for i in ids if 0 <= int(i) < self.vocab_size])
 
     def files(self) -> dict[str, bytes]:
-        with open(self.path, "rb") as f:
-            return {os.path.basename(self.path): f.read()}
+        return {os.path.basename(self.path): self._model}
 
 
 def load_text_tokenizer(path: str) -> TextTokenizer:
@@ -371,14 +372,22 @@ class JointVocab:
 
     @classmethod
     def from_json(cls, d: dict, cache_dir: str | None = None) -> JointVocab:
-        target = cache_dir or tempfile.mkdtemp(prefix="audiopalm_vocab_")
+        """The vocabulary saved by :meth:`to_json`; tokenizer files go to ``cache_dir``
+        (kept) or to a temporary directory removed once the tokenizer is loaded."""
+        if cache_dir is None:
+            with tempfile.TemporaryDirectory(prefix="audiopalm_vocab_") as tmp:
+                return cls._from_json(d, tmp)
+        return cls._from_json(d, cache_dir)
+
+    @classmethod
+    def _from_json(cls, d: dict, target: str) -> JointVocab:
         os.makedirs(target, exist_ok=True)
         for name, content in d["files"].items():
             with open(os.path.join(target, name), "wb") as f:
                 f.write(base64.b64decode(content))
         if d["kind"] == "sentencepiece":
             (name,) = d["files"]
-            text = SentencePieceTextTokenizer(os.path.join(target, name))
+            text: TextTokenizer = SentencePieceTextTokenizer(os.path.join(target, name))
         else:
             text = HFTextTokenizer(target)
         vocab = cls(text, d["num_audio_tokens"], d["pad_to_multiple"])

@@ -71,3 +71,23 @@ def test_save_load_and_mismatch(vocab, tmp_path):
 def test_missing_tokenizer_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="expected a Hugging Face tokenizer directory"):
         load_text_tokenizer(str(tmp_path / "nope"))
+
+
+def test_sentencepiece_model_round_trip(tmp_path):
+    spm = pytest.importorskip("sentencepiece")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(["hello world", "bonjour le monde", "hola mundo"] * 50))
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(tmp_path / "sp"),
+        vocab_size=20,
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+    )
+    vocab = JointVocab(load_text_tokenizer(str(tmp_path / "sp.model")), 16)
+    restored = JointVocab.from_json(vocab.to_json())  # from a temporary directory, now gone
+    vocab.check_matches(restored)
+    assert restored.decode_text(restored.encode_text("hello world")) == "hello world"
+    assert restored.to_json() == vocab.to_json()

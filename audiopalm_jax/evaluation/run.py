@@ -1,0 +1,177 @@
+"""``audiopalm eval``: a workdir's checkpoint on the config's evaluation splits.
+
+Config (``config.evaluation``)::
+
+    evaluation = dict(
+        dataset="",            # alias in data.datasets; "": the first one in data.mixture
+        splits=["test"],       # pipeline split names (mapped by data.datasets[alias].splits)
+        tasks=["ASR", "AST", "S2ST", "TTS", "MT"],
+        directions=[],         # e.g. ["fr-en", "en"]; []: the trained ones in the records
+        limit=100,             # records per split; 0: all
+        batch_size=16,
+        num_beams=1,           # 1: greedy; > 1: beam search
+        length_penalty=1.0,
+        max_new_tokens=0,      # 0: from each source's length
+    )
+
+Writes ``workdir/eval/<step>/metrics.json`` (``{split: {metric: value}}``) and
+``workdir/eval/<step>/<task>.jsonl`` (one prediction per line, with its split), and prints
+a table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from audiopalm_jax.evaluation.evaluate import TASKS, evaluate
+
+DEFAULTS: dict[str, Any] = dict(
+    dataset="",
+    splits=["test"],
+    tasks=list(TASKS),
+    directions=[],
+    limit=100,
+    batch_size=16,
+    num_beams=1,
+    length_penalty=1.0,
+    max_new_tokens=0,
+)
+
+
+def evaluation_settings(config) -> dict[str, Any]:
+    """``config.evaluation`` over :data:`DEFAULTS` (a missing section means defaults)."""
+    ev = config.get("evaluation") if hasattr(config, "get") else None
+    given = ev.to_dict() if hasattr(ev, "to_dict") else dict(ev or {})
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown config.evaluation keys {unknown}; known: {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **given}
+
+
+class _ParallelRecords(Sequence):
+    """A TFDS data source read as parallel views (docs/contracts.md)."""
+
+    def __init__(self, source, tfds_name: str):
+        self._source, self._name = source, tfds_name
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, i: int) -> dict:
+        from audiopalm_jax.data.pipeline import to_parallel
+
+        return to_parallel(self._name, self._source[i])
+
+
+def open_split(config, alias: str, split: str) -> Sequence[dict]:
+    """Records of a pipeline split of dataset ``alias`` as parallel views."""
+    import tensorflow_datasets as tfds
+
+    from audiopalm_jax.data import pipeline
+
+    name, _ = pipeline.dataset_info(config, alias)
+    dataset_split = pipeline.dataset_split(config, alias, split)
+    root = pipeline.data_dir(config)
+    try:
+        source = tfds.data_source(name, split=dataset_split, data_dir=root)
+    except Exception as e:  # TFDS raises several types for "not built"
+        raise FileNotFoundError(
+            f"dataset {name!r} split {dataset_split!r} not found in {root} "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            "run `audiopalm prepare` or set config.data.data_dir"
+        ) from e
+    return _ParallelRecords(source, name)
+
+
+def _dataset_alias(config, settings: Mapping[str, Any]) -> str:
+    if settings["dataset"]:
+        return str(settings["dataset"])
+    mixture = list(config.data.get("mixture", []) or [])
+    if mixture:
+        return str(mixture[0]).split(":")[0].strip()
+    datasets = list((config.data.get("datasets", {}) or {}).keys())
+    if datasets:
+        return datasets[0]
+    raise ValueError("set config.evaluation.dataset (no data.mixture / data.datasets to use)")
+
+
+def _json_default(x):
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
+    """``split  metric  value`` lines, counts last."""
+    lines = [f"{'split':<18} {'metric':<28} {'value':>10}"]
+    for split, metrics in results.items():
+        keys = sorted(metrics, key=lambda k: (k.startswith("num_examples"), k))
+        for k in keys:
+            v = metrics[k]
+            text = f"{int(v)}" if k.startswith("num_examples") else f"{v:.4f}"
+            lines.append(f"{split:<18} {k:<28} {text:>10}")
+    return "\n".join(lines)
+
+
+def evaluate_workdir(
+    config,
+    workdir: str,
+    splits: Sequence[str] | None = None,
+    step: int | None = None,
+    *,
+    model: Any | None = None,
+) -> dict[str, dict[str, float]]:
+    """Evaluates ``workdir``'s checkpoint (``step``, default latest) on ``splits``
+    (default ``config.evaluation.splits``); writes metrics and predictions under
+    ``workdir/eval/<step>/`` and returns ``{split: metrics}``."""
+    import jax
+
+    from audiopalm_jax.inference.api import AudioPaLM
+    from audiopalm_jax.inference.decoding import SamplingConfig
+
+    s = evaluation_settings(config)
+    splits = list(splits or s["splits"])
+    if model is None:
+        model = AudioPaLM.from_pretrained(workdir, step=step, batch_size=int(s["batch_size"]))
+    sampling = SamplingConfig()
+    if int(s["num_beams"]) > 1:
+        sampling = SamplingConfig(
+            method="beam", num_beams=int(s["num_beams"]), length_penalty=s["length_penalty"]
+        )
+    alias = _dataset_alias(config, s)
+    out_dir = os.path.join(workdir, "eval", str(getattr(model, "step", step) or 0))
+    results: dict[str, dict[str, float]] = {}
+    predictions: dict[str, list[dict]] = {}
+    for split in splits:
+        print(f"evaluating {alias}/{split} (step {getattr(model, 'step', step)})")
+        out = evaluate(
+            model,
+            open_split(config, alias, split),
+            tasks=s["tasks"],
+            directions=list(s["directions"]) or None,
+            limit=int(s["limit"]) or None,
+            batch_size=int(s["batch_size"]),
+            sampling=sampling,
+            max_new_tokens=int(s["max_new_tokens"]) or None,
+        )
+        results[split] = out["metrics"]
+        for task, rows in out["predictions"].items():
+            predictions.setdefault(task, []).extend({"split": split, **r} for r in rows)
+    if jax.process_index() == 0:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+            json.dump(results, f, indent=2, sort_keys=True, default=_json_default)
+        for task, rows in predictions.items():
+            with open(os.path.join(out_dir, f"{task}.jsonl"), "w") as f:
+                for r in rows:
+                    f.write(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n")
+        print(format_table(results))
+        print(f"wrote {out_dir}/metrics.json and per-task predictions")
+    return results
