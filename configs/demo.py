@@ -58,7 +58,7 @@ def get_config():
             manual_dir="",  # downloaded real corpora (docs/datasets.md)
             # alias -> TFDS name (+ optional {pipeline split: dataset split})
             datasets={"demo_speech": {"name": "demo_speech/default", "splits": {}}},
-            mixture=demo_mixture(),
+            mixture=tuple(demo_mixture()),
             format="audiopalm",  # or "speechgpt"
             overlong="drop",  # or "truncate"; both counted and logged
             packing_bins=16,
@@ -72,7 +72,7 @@ def get_config():
             # Filled in by `prepare` from --workdir when empty.
             tokens_dir="",
             audio_tokenizer_dir="",
-            tokenize_splits=["train", "validation"],
+            tokenize_splits=("train", "validation"),
             tokenize_batch_size=32,
             prepare_workers=0,  # demo_speech synthesis processes; 0: all cores
             audio_tokenizer=dict(
@@ -84,6 +84,21 @@ def get_config():
                 kmeans=dict(num_steps=200, batch_size=4096),
                 progress=True,
             ),
+        )
+    )
+    # Run at the end of `audiopalm train` and by `audiopalm eval`: every task and direction
+    # on the unseen-combination test split and the held-out voice.
+    c.evaluation = ml_collections.ConfigDict(
+        dict(
+            dataset="demo_speech",
+            splits=("test", "test_unseen_voice"),
+            tasks=("ASR", "AST", "S2ST", "TTS", "MT"),
+            directions=(),  # (): every trained direction
+            limit=60,  # records per split (each gives one example per direction)
+            batch_size=32,
+            num_beams=1,
+            length_penalty=1.0,
+            max_new_tokens=0,
         )
     )
     return c

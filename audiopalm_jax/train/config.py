@@ -61,7 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
         dict(text_tokenizer="char", chars="", num_audio_tokens=1024, pad_to_multiple=128)
     )
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, dcn_data=1, dcn_fsdp=1))
-    c.sharding_rules = [list(r) for r in DEFAULT_RULES]
+    c.sharding_rules = tuple(tuple(r) for r in DEFAULT_RULES)  # tuples: overridable
     c.optimizer = ml_collections.ConfigDict(
         dict(
             name="adamw",
