@@ -78,7 +78,8 @@ def open_split(config, alias: str, split: str) -> Sequence[dict]:
     dataset_split = pipeline.dataset_split(config, alias, split)
     root = pipeline.data_dir(config)
     try:
-        source = tfds.data_source(name, split=dataset_split, data_dir=root)
+        # download=False: evaluation reads prepared data; it never builds it silently.
+        source = tfds.data_source(name, split=dataset_split, data_dir=root, download=False)
     except Exception as e:  # TFDS raises several types for "not built"
         raise FileNotFoundError(
             f"dataset {name!r} split {dataset_split!r} not found in {root} "
