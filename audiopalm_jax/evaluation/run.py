@@ -40,6 +40,10 @@ DEFAULTS: dict[str, Any] = dict(
     num_beams=1,
     length_penalty=1.0,
     max_new_tokens=0,
+    # Periodic evaluation inside the train loop (0: only at the end of training).
+    every_steps=0,
+    periodic_splits=["validation"],
+    periodic_limit=8,
 )
 
 

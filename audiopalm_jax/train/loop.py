@@ -169,6 +169,43 @@ def _evaluate_loss(setup, eval_step, params, batches: Iterator, num_batches: int
     return {"eval/loss": totals["loss_sum"] / denom, "eval/accuracy": totals["correct_sum"] / denom}
 
 
+def _evaluate_tasks(config, workdir: str, setup: TrainSetup, vocab: JointVocab, params, step: int):
+    """Task metrics (WER, BLEU, ASR-BLEU ...) of the live params on a small slice of the
+    periodic splits, through evaluation/; also written to ``workdir/eval/<step>/``."""
+    from audiopalm_jax.evaluation.run import evaluate_workdir, evaluation_settings
+    from audiopalm_jax.inference.api import AudioPaLM
+
+    settings = evaluation_settings(config)
+    tokenizer = None
+    tokenizer_dir = os.path.join(workdir, "audio_tokenizer")
+    if os.path.exists(os.path.join(tokenizer_dir, "tokenizer.json")):
+        from audiopalm_jax.audio import load_tokenizer
+
+        tokenizer = load_tokenizer(tokenizer_dir)
+    model = AudioPaLM(
+        setup.model_config,
+        params,
+        vocab,
+        tokenizer,
+        mesh=setup.mesh,
+        rules=setup.rules,
+        train_config=_config_json(config),
+        batch_size=int(settings["batch_size"]),
+        step=step,
+    )
+    periodic = config.copy_and_resolve_references()
+    periodic.evaluation.limit = int(settings["periodic_limit"])
+    results = evaluate_workdir(
+        periodic, workdir, splits=list(settings["periodic_splits"]), step=step, model=model
+    )
+    return {
+        f"eval/{split}/{k}": float(v)
+        for split, metrics in results.items()
+        for k, v in metrics.items()
+        if isinstance(v, (int, float))
+    }
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains (or resumes) ``config`` in ``workdir``; returns the last logged metrics."""
     initialize_distributed(config.get("distributed", {}))
@@ -218,6 +255,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             grad_accum_steps=config.optimizer.get("grad_accum_steps", 1),
         )
         eval_every = int(config.get("eval_every_steps", 0))
+        task_eval_every = int(config.get("evaluation", {}).get("every_steps", 0))
         eval_step = make_eval_step(setup) if eval_every else None
         writer = MetricsWriter(workdir, num_steps, start)
         peak, peak_source = peak_flops_per_device(config.get("peak_flops_per_device", 0.0))
@@ -242,7 +280,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                     jax.block_until_ready(metrics)
                     window_start, window_steps = time.perf_counter(), 0
                 stop = watcher.should_stop()
-                if step % config.log_every_steps == 0 or step == num_steps or stop:
+                task_eval_now = bool(task_eval_every) and step % task_eval_every == 0
+                if step % config.log_every_steps == 0 or step == num_steps or stop or task_eval_now:
                     last = {k: float(v) for k, v in jax.device_get(metrics).items()}
                     elapsed = time.perf_counter() - window_start
                     if window_steps and elapsed > 0:
@@ -260,6 +299,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                                 eval_iter,
                                 int(config.get("eval_batches", 4)),
                             )
+                        )
+                    if task_eval_now:
+                        last.update(
+                            _evaluate_tasks(config, workdir, setup, vocab, state["params"], step)
                         )
                     writer.write(step, last)
                     writer.progress(step, last)
