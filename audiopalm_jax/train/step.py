@@ -152,6 +152,21 @@ def init_state(setup: TrainSetup, seed: int, params: Mapping | None = None) -> S
     return jax.jit(with_opt, out_shardings=setup.state_shardings)(placed)
 
 
+def batch_loss_sums(
+    graphdef: nnx.GraphDef, params: Any, batch: Mapping, z_loss: float = 0.0, dropout_rng=None
+) -> dict[str, jax.Array]:
+    """The model on a training-format batch -> summed loss statistics (see loss.py)."""
+    model = nnx.merge(graphdef, nnx.State(params))
+    logits, _ = model(
+        batch["inputs"],
+        batch["positions"],
+        segment_ids=batch["segment_ids"],
+        prefix_mask=batch["prefix_mask"],
+        dropout_rng=dropout_rng,
+    )
+    return weighted_cross_entropy(logits, batch["targets"], batch["loss_weights"], z_loss)
+
+
 def make_train_step(
     setup: TrainSetup, *, seed: int, z_loss: float = 0.0, grad_accum_steps: int = 1
 ) -> Callable[[State, dict], tuple[State, dict]]:
@@ -161,15 +176,7 @@ def make_train_step(
     batch_spec = setup.batch_sharding.spec
 
     def loss_fn(params, mb, rng):
-        model = nnx.merge(graphdef, nnx.State(params))
-        logits, _ = model(
-            mb["inputs"],
-            mb["positions"],
-            segment_ids=mb["segment_ids"],
-            prefix_mask=mb["prefix_mask"],
-            dropout_rng=rng,
-        )
-        sums = weighted_cross_entropy(logits, mb["targets"], mb["loss_weights"], z_loss)
+        sums = batch_loss_sums(graphdef, params, mb, z_loss, rng)
         return sums["loss_sum"], sums
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -241,14 +248,7 @@ def make_eval_step(setup: TrainSetup) -> Callable[[dict, dict], dict]:
     graphdef = setup.graphdef
 
     def evaluate(params, batch):
-        model = nnx.merge(graphdef, nnx.State(params))
-        logits, _ = model(
-            batch["inputs"],
-            batch["positions"],
-            segment_ids=batch["segment_ids"],
-            prefix_mask=batch["prefix_mask"],
-        )
-        return weighted_cross_entropy(logits, batch["targets"], batch["loss_weights"])
+        return batch_loss_sums(graphdef, params, batch)
 
     batch_shardings = {k: setup.batch_sharding for k in BATCH_KEYS}
     return jax.jit(evaluate, in_shardings=(setup.state_shardings["params"], batch_shardings))
