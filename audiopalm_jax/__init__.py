@@ -1,8 +1,8 @@
 """audiopalm-jax: AudioPaLM-style speech-text language models in JAX / Flax NNX.
 
-    from audiopalm_jax import AudioPaLM
-    model = AudioPaLM.from_pretrained("runs/demo")
-    model.transcribe("clip.wav", language="English")
+from audiopalm_jax import AudioPaLM
+model = AudioPaLM.from_pretrained("runs/demo")
+model.transcribe("clip.wav", language="English")
 """
 
 from typing import Any

@@ -36,6 +36,7 @@ def parse_args(argv=None):
 
 def bench_jax(args) -> dict:
     import jax
+    import jax.numpy as jnp
     import numpy as np
 
     from audiopalm_jax import sharding
@@ -86,11 +87,19 @@ def bench_jax(args) -> dict:
             times.append(time.perf_counter() - t)
     seconds = min(times)
     flops = cfg.flops_per_token(s) * b * s
-    peak = measure_matmul_peak()
-    if jax.devices()[0].platform != "cpu":
+    extra = {}
+    if jax.devices()[0].platform == "cpu":
+        peak = measure_matmul_peak()  # f32: bf16 is no faster on CPU
+    else:
         from audiopalm_jax.train.flops import peak_flops_per_device
 
-        peak = peak_flops_per_device()[0] * jax.device_count()
+        # An accelerator's own bf16 matmul peak, measured now; the datasheet's beside it.
+        peak = measure_matmul_peak(size=8192, dtype=jnp.bfloat16) * jax.device_count()
+        published = peak_flops_per_device()[0] * jax.device_count()
+        extra = {
+            "published_peak_flops_per_sec": published,
+            "mfu_vs_published": flops / seconds / published,
+        }
     return {
         "tokens_per_sec": b * s / seconds,
         "flops_per_sec": flops / seconds,
@@ -100,6 +109,7 @@ def bench_jax(args) -> dict:
         "loss": float(m["loss"]),
         "params": cfg.num_params(),
         "device": jax.devices()[0].device_kind,
+        **extra,
     }
 
 
@@ -109,6 +119,9 @@ def bench_torch(args) -> dict:
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # bf16 autocast on an accelerator, as our --dtype bfloat16 (f32 params both sides).
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
     cfg = transformers.LlamaConfig(
         vocab_size=args.vocab,
         hidden_size=args.d_model,
@@ -120,20 +133,25 @@ def bench_torch(args) -> dict:
         tie_word_embeddings=False,
         attn_implementation="sdpa",
     )
-    model = transformers.LlamaForCausalLM(cfg)
+    model = transformers.LlamaForCausalLM(cfg).to(device)
     model.train()
+    if args.remat != "none":
+        model.gradient_checkpointing_enable()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
-    tokens = torch.randint(0, args.vocab, (args.batch, args.seq + 1))
+    tokens = torch.randint(0, args.vocab, (args.batch, args.seq + 1), device=device)
     inputs, labels = tokens[:, :-1], tokens[:, 1:]
 
     def step():
-        logits = model(input_ids=inputs).logits
+        with autocast:
+            logits = model(input_ids=inputs).logits
         loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, args.vocab).float(), labels.reshape(-1)
         )
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     step()
     times = []

@@ -59,8 +59,10 @@ class Embedder(nnx.Module):
     def encode(self, tokens: jax.Array) -> jax.Array:
         # Gather from a table sharded only along vocab: gathering rows whose embed dim is
         # fsdp-sharded into batch-sharded activations makes XLA replicate the result.
-        table = constrain(self.embedding[...], ("vocab", None))
-        x = jnp.take(table, tokens, axis=0).astype(self.dtype)
+        # Cast first, so the all-gathered table (and its gradient) is in the compute
+        # dtype, as for every FSDP weight, not a whole f32 copy per chip.
+        table = constrain(self.embedding[...].astype(self.dtype), ("vocab", None))
+        x = jnp.take(table, tokens, axis=0)
         if self.scale is not None:
             # Gemma rounds the normalizer to the compute dtype before multiplying.
             x = x * jnp.asarray(self.scale, self.dtype)
