@@ -19,6 +19,11 @@ class ModelConfig:
     ``scale_embeddings``: Gemma's ``sqrt(d_model)`` factor on input embeddings.
     ``parallel_block``: PaLM's ``x + attn(norm(x)) + mlp(norm(x))``.
     ``qkv_bias``: Qwen2's biases on the q/k/v projections (no other biases anywhere).
+    ``embed_init_std``: 0.02 is HF Llama's, whose block weights are also std 0.02; ours are
+    fan-in scaled (block outputs ~unit scale), so a model trained from scratch wants
+    unit-scale inputs: ``scale_embeddings=True`` with ``embed_init_std=d_model**-0.5``
+    (unit inputs and unit logits when tied), as ``configs/demo.py`` does. At 0.02 the
+    token signal starts ~50x below the blocks' and learning to read the input is slow.
     """
 
     vocab_size: int
