@@ -15,7 +15,7 @@ mesh.dcn_data to the slice count and scale data.batch_size with it.
 Data: synthetic until a real ``data`` section is set.
 """
 
-from audiopalm_jax.train.config import base_config
+from audiopalm_jax.train.config import base_config, palm_adafactor
 
 
 def get_config():
@@ -49,17 +49,6 @@ def get_config():
     c.vocab.update(text_tokenizer="hf/Meta-Llama-3-8B", num_audio_tokens=1024, pad_to_multiple=128)
     c.vocab.text_vocab_size = 128_256
     c.mesh.update(data=1, fsdp=-1, tensor=1)
-    # AudioPaLM (like PaLM) trains with Adafactor: factored second moments, no momentum.
-    c.optimizer.update(
-        name="adafactor",
-        learning_rate=1e-4,
-        schedule="rsqrt",
-        warmup_steps=2_000,
-        weight_decay=0.0,
-        clip_norm=1.0,
-        decay_rate=0.8,
-        momentum=0.0,
-        grad_accum_steps=1,
-    )
+    c.optimizer.update(palm_adafactor(learning_rate=1e-4))
     c.data.update(source="synthetic", batch_size=256, seq_len=2048)
     return c

@@ -88,3 +88,19 @@ def base_config() -> ml_collections.ConfigDict:
         dict(auto=False, coordinator_address="", num_processes=1, process_id=0)
     )
     return c
+
+
+def palm_adafactor(learning_rate: float, warmup_steps: int = 2_000) -> dict:
+    """AudioPaLM's optimizer (PaLM's): Adafactor with factored second moments and no
+    momentum, an inverse-square-root schedule, update clipping, no weight decay."""
+    return dict(
+        name="adafactor",
+        learning_rate=learning_rate,
+        schedule="rsqrt",
+        warmup_steps=warmup_steps,
+        weight_decay=0.0,
+        clip_norm=1.0,
+        decay_rate=0.8,
+        momentum=0.0,
+        grad_accum_steps=1,
+    )
