@@ -96,6 +96,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--eval_every", type=int, default=50)
     parser.add_argument(
+        "--set", action="append", default=[], help="KEY=JSON for the peer and all variants"
+    )
+    parser.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -108,6 +111,10 @@ def main(argv=None) -> dict:
     from audiopalm_jax.train.loop import build_vocab
 
     config = _demo_config()
+    for item in args.set:
+        key, value = item.split("=", 1)
+        section, name = key.rsplit(".", 1)
+        config[section][name] = json.loads(value)
     config.num_train_steps = args.steps  # the LR schedule spans the run, as in training
     prepare(config, args.workdir)
     vocab = build_vocab(config.vocab, args.workdir)
