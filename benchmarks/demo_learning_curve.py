@@ -35,6 +35,13 @@ def _demo_config():
     return module.get_config()
 
 
+def _override(config, key: str, value) -> None:
+    """``config["a"]["b"] = value`` for ``key="a.b"``; a ConfigDict rejects an unknown
+    section or a value of the wrong type."""
+    section, name = key.rsplit(".", 1)
+    config[section][name] = value
+
+
 def _rows(config, vocab, split: str, count: int | None, workdir: str) -> list[dict]:
     """``count`` batches of ``split`` (None: one pass over it)."""
     from audiopalm_jax.data import pipeline
@@ -68,7 +75,7 @@ def learning_curve(config, vocab, train: list, probes: dict, eval_every: int) ->
     from audiopalm_jax.train.loop import setup_from_config
     from audiopalm_jax.train.step import global_batch, init_state, make_eval_step, make_train_step
 
-    setup = setup_from_config(config, vocab)
+    setup = setup_from_config(config, vocab.size)
     curve = []
     with jax.set_mesh(setup.mesh), sharding.axis_rules(setup.rules):
         state = init_state(setup, config.seed)
@@ -113,8 +120,7 @@ def main(argv=None) -> dict:
     config = _demo_config()
     for item in args.set:
         key, value = item.split("=", 1)
-        section, name = key.rsplit(".", 1)
-        config[section][name] = json.loads(value)
+        _override(config, key, json.loads(value))
     config.num_train_steps = args.steps  # the LR schedule spans the run, as in training
     prepare(config, args.workdir)
     vocab = build_vocab(config.vocab, args.workdir)
@@ -124,8 +130,7 @@ def main(argv=None) -> dict:
     for overrides in [{}] + [json.loads(v) for v in args.variant]:
         c = config.copy_and_resolve_references()
         for key, value in overrides.items():
-            section, name = key.rsplit(".", 1)
-            c[section][name] = value  # a ConfigDict: an unknown section or type fails here
+            _override(c, key, value)
         t0 = time.perf_counter()
         curve = learning_curve(c, vocab, train, probes, args.eval_every)
         runs.append(

@@ -63,7 +63,7 @@ def train_throughput(config, vocab, batches: list, num_steps: int) -> float:
     from audiopalm_jax.train.loop import setup_from_config
     from audiopalm_jax.train.step import global_batch, init_state, make_train_step
 
-    setup = setup_from_config(config, vocab)
+    setup = setup_from_config(config, vocab.size)
     with jax.set_mesh(setup.mesh), sharding.axis_rules(setup.rules):
         state = init_state(setup, config.seed)
         step = make_train_step(setup, seed=config.seed, z_loss=config.get("z_loss", 0.0))

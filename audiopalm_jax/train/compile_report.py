@@ -25,7 +25,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from audiopalm_jax import sharding
-from audiopalm_jax.model import ModelConfig
 from audiopalm_jax.train.compile_findings import (
     GiB,
     full_copies,
@@ -35,11 +34,10 @@ from audiopalm_jax.train.compile_findings import (
     sharding_findings,
     state_bytes,
 )
-from audiopalm_jax.train.optimizer import make_optimizer
+from audiopalm_jax.train.loop import setup_from_config
 from audiopalm_jax.train.step import (
     BATCH_KEYS,
     TrainSetup,
-    make_setup,
     make_train_step,
 )
 from audiopalm_jax.vocab import JointVocab
@@ -144,16 +142,6 @@ def vocab_size_from_config(vocab: ml_collections.ConfigDict) -> int:
     return JointVocab(_Sized(), int(vocab.num_audio_tokens), int(vocab.pad_to_multiple)).size
 
 
-def setup_for_devices(
-    config: ml_collections.ConfigDict, devices: Sequence[Any], vocab_size: int
-) -> TrainSetup:
-    """``loop.setup_from_config`` over explicit devices and a vocab size."""
-    model_cfg = ModelConfig.from_dict({**config.model.to_dict(), "vocab_size": vocab_size})
-    mesh = sharding.make_mesh(config.mesh.to_dict(), devices=devices)
-    tx, schedule = make_optimizer(config.optimizer.to_dict(), config.num_train_steps)
-    return make_setup(model_cfg, tx, schedule, mesh, config.sharding_rules)
-
-
 def abstract_batch(setup: TrainSetup, batch_size: int, seq_len: int) -> dict:
     """ShapeDtypeStructs of a global batch, sharded as training feeds it."""
     shape, s = (batch_size, seq_len), setup.batch_sharding
@@ -205,7 +193,7 @@ def layer_extrapolated_costs(
         cfg.optimizer.grad_accum_steps = 1
         cfg.data.batch_size = config.data.batch_size // k
         compiled = lower_and_compile(
-            cfg, setup_for_devices(cfg, devices, vocab_size), LOOP_FREE_OPTIONS
+            cfg, setup_from_config(cfg, vocab_size, devices), LOOP_FREE_OPTIONS
         )
         loops += compiled.as_text().count(" while(")
         per_depth.append(_costs(compiled))
@@ -256,7 +244,7 @@ def compile_report(
     num_slices = int(config.mesh.get("dcn_data", 1)) * int(config.mesh.get("dcn_fsdp", 1))
     chip, devices = topology_devices(topology, num_slices)
     vocab_size = vocab_size_from_config(config.vocab)
-    setup = setup_for_devices(config, devices, vocab_size)
+    setup = setup_from_config(config, vocab_size, devices)
     n, model_cfg = len(devices), setup.model_config
     batch, seq = int(config.data.batch_size), int(config.data.seq_len)
     state = state_bytes(setup)

@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -151,10 +151,13 @@ def _config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return json.loads(config.to_json_best_effort())
 
 
-def setup_from_config(config: ml_collections.ConfigDict, vocab: JointVocab) -> TrainSetup:
-    """Mesh + optimizer + abstract sharded state for ``config`` (no arrays allocated)."""
-    model_cfg = ModelConfig.from_dict({**config.model.to_dict(), "vocab_size": vocab.size})
-    mesh = sharding.make_mesh(config.mesh.to_dict())
+def setup_from_config(
+    config: ml_collections.ConfigDict, vocab_size: int, devices: Sequence[Any] | None = None
+) -> TrainSetup:
+    """Mesh + optimizer + abstract sharded state for ``config`` (no arrays allocated),
+    over ``devices`` (default: all; ``audiopalm compile`` passes compile-only TPU ones)."""
+    model_cfg = ModelConfig.from_dict({**config.model.to_dict(), "vocab_size": vocab_size})
+    mesh = sharding.make_mesh(config.mesh.to_dict(), devices=devices)
     tx, schedule = make_optimizer(config.optimizer.to_dict(), config.num_train_steps)
     return make_setup(model_cfg, tx, schedule, mesh, config.sharding_rules)
 
@@ -211,7 +214,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     initialize_distributed(config.get("distributed", {}))
     os.makedirs(workdir, exist_ok=True)
     vocab = build_vocab(config.vocab, workdir)
-    setup = setup_from_config(config, vocab)
+    setup = setup_from_config(config, vocab.size)
     batch_shards = setup.mesh.shape["data"] * setup.mesh.shape["fsdp"]
     if config.data.batch_size % batch_shards:
         raise ValueError(

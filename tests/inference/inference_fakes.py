@@ -141,7 +141,7 @@ def make_workdir(path: str, vocab: JointVocab, mixture=MIXTURE) -> str:
     c.model.embed_init_std = 1.0
     c.data.mixture = list(mixture)
     c.data.source = "tfds"  # as a real run; the mixture says what it was trained on
-    setup = setup_from_config(c, vocab)
+    setup = setup_from_config(c, vocab.size)
     with jax.set_mesh(setup.mesh):
         state = init_state(setup, seed=0)
     ckpt = Checkpointer(os.path.join(path, CHECKPOINT_DIR), async_save=False)

@@ -22,6 +22,12 @@ def read_metrics(workdir: str) -> dict[int, dict]:
     return {r["step"]: r for r in rows}
 
 
+@pytest.fixture(name="load_config")
+def load_config_fixture():
+    """``load_config(name)``: ``configs/<name>.py``'s ``get_config()``."""
+    return load_config
+
+
 @pytest.fixture(name="read_metrics")
 def read_metrics_fixture():
     return read_metrics

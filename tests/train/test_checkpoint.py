@@ -7,7 +7,6 @@ import jax
 import numpy as np
 import pytest
 
-from audiopalm_jax import sharding
 from audiopalm_jax.checkpoint import Checkpointer
 from audiopalm_jax.train.loop import build_vocab, setup_from_config, train
 from audiopalm_jax.vocab import JointVocab
@@ -46,17 +45,9 @@ def test_rerun_of_finished_training_says_so(tiny_config, tmp_path, capsys):
 def _restore_params(config, workdir, mesh_config, devices):
     vocab = JointVocab.load(os.path.join(workdir, "vocab"))
     config.mesh.update(mesh_config)
-    mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
-    import audiopalm_jax.train.loop as loop
-
-    original = loop.sharding.make_mesh
-    loop.sharding.make_mesh = lambda cfg: mesh  # restore onto exactly these devices
-    try:
-        setup = setup_from_config(config, vocab)
-    finally:
-        loop.sharding.make_mesh = original
+    setup = setup_from_config(config, vocab.size, devices)  # exactly these devices
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(setup.mesh):
         state, _ = ckpt.restore(None, setup.abstract_state, vocab=vocab)
     return state
 
@@ -106,7 +97,7 @@ def test_vocabulary_mismatch_is_a_clear_error(tiny_config, tmp_path):
     saved = ckpt.restore_vocab()
     other = JointVocab(saved.text, saved.num_audio_tokens + 7)
     vocab = build_vocab(c.vocab, str(tmp_path))
-    setup = setup_from_config(c, vocab)
+    setup = setup_from_config(c, vocab.size)
     with jax.set_mesh(setup.mesh), pytest.raises(ValueError, match="vocabulary mismatch"):
         ckpt.restore(None, setup.abstract_state, vocab=other)
 

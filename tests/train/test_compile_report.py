@@ -1,6 +1,5 @@
 """Ahead-of-time TPU compiles of the real train step, on CPU (needs the tpu-compile extra)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,15 +10,9 @@ import pytest
 
 from audiopalm_jax.train import compile_findings as cf
 from audiopalm_jax.train import compile_report as cr
+from audiopalm_jax.train.loop import setup_from_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _config(name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +24,8 @@ def tpu_topologies():
         pytest.skip(f"no AOT TPU compile here ({e}); pip install 'audiopalm-jax[tpu-compile]'")
 
 
-def _small(d_model=256, layers=4, batch=8, seq=256):
-    c = _config("tiny")
+def _small(load_config, d_model=256, layers=4, batch=8, seq=256):
+    c = load_config("tiny")
     c.model.update(
         d_model=d_model,
         num_layers=layers,
@@ -82,13 +75,13 @@ Memory Space: vmem (color=1)
 """
 
 
-def test_largest_buffers_and_full_copies(tmp_path):
+def test_largest_buffers_and_full_copies(tmp_path, load_config):
     (tmp_path / "module_0000.jit_step.memory-usage-report.txt").write_text(REPORT)
     buffers = cf.largest_buffers(str(tmp_path))
     assert [b["bytes"] for b in buffers] == [int(1.97 * cf.GiB), 1011 * cf.MiB, 2048]  # HBM only
-    c = _small(layers=2)
+    c = _small(load_config, layers=2)
     c.model.mlp_dim = 8192  # gate/up f32[2, 256, 8192]: 2 MiB shards on fsdp=8
-    setup = cr.setup_for_devices(c, jax.devices()[:8], 256)
+    setup = setup_from_config(c, 256, jax.devices()[:8])
     found = cf.full_copies(setup, buffers)
     assert [(f["leaf"], f["dtype"]) for f in found] == [
         ("params/blocks/mlp/gate", "f32"),  # same-shaped leaves: the first one is named
@@ -97,15 +90,15 @@ def test_largest_buffers_and_full_copies(tmp_path):
     assert found[0]["note"] == "replicated weight or gradient"
 
 
-def test_vocab_size_from_config():
+def test_vocab_size_from_config(load_config):
     # text + audio + separator, padded to 128 as JointVocab does.
-    assert cr.vocab_size_from_config(_config("audiopalm_1b").vocab) == 33152
-    assert cr.vocab_size_from_config(_config("audiopalm_8b").vocab) == 129408
+    assert cr.vocab_size_from_config(load_config("audiopalm_1b").vocab) == 33152
+    assert cr.vocab_size_from_config(load_config("audiopalm_8b").vocab) == 129408
 
 
 @pytest.mark.slow
-def test_1b_config_fits_its_topology(tpu_topologies, capsys):
-    config = _config("audiopalm_1b")
+def test_1b_config_fits_its_topology(tpu_topologies, capsys, load_config):
+    config = load_config("audiopalm_1b")
     report = cr.compile_report(config, None, layer_costs=False)
     assert report["topology"] == config.topology
     assert report["fits"], report["verdict"]
@@ -116,8 +109,8 @@ def test_1b_config_fits_its_topology(tpu_topologies, capsys):
     assert json.loads(last)["per_device_bytes"] == report["per_device_bytes"]
 
 
-def test_oversized_batch_does_not_fit(tpu_topologies):
-    config = _config("audiopalm_1b")
+def test_oversized_batch_does_not_fit(tpu_topologies, load_config):
+    config = load_config("audiopalm_1b")
     config.model.update(num_layers=2, remat_policy="none")  # shallow: a quick compile
     config.data.batch_size = 1024  # 64 sequences of 2048 per v5e chip
     report = cr.compile_report(config, "v5e:4x4", layer_costs=False)
@@ -127,8 +120,8 @@ def test_oversized_batch_does_not_fit(tpu_topologies):
     assert "remat_policy" in report["verdict"] and "grad_accum_steps" in report["verdict"]
 
 
-def test_roofline_counts_every_scanned_layer(tpu_topologies):
-    config = _small()
+def test_roofline_counts_every_scanned_layer(tpu_topologies, load_config):
+    config = _small(load_config)
     report = cr.compile_report(config, "v5e:2x2")
     assert report["fits"] and report["roofline_step_seconds"] > 0
     raw = report["hlo_cost_analysis_raw"]["flops"] * report["num_devices"]
@@ -143,8 +136,8 @@ def test_roofline_counts_every_scanned_layer(tpu_topologies):
     )
 
 
-def test_reports_leaves_the_rules_meant_to_shard(tpu_topologies):
-    config = _small(d_model=100, layers=2)  # 100 does not split over fsdp=8
+def test_reports_leaves_the_rules_meant_to_shard(tpu_topologies, load_config):
+    config = _small(load_config, d_model=100, layers=2)  # 100 does not split over fsdp=8
     config.model.update(num_heads=2, num_kv_heads=2, head_dim=50, mlp_dim=4096)
     report = cr.compile_report(config, "v5e:2x4", layer_costs=False)
     found = {f["leaf"]: f for f in report["sharding_findings"]}
