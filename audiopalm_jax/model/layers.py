@@ -157,15 +157,27 @@ class Attention(nnx.Module):
 
         b, length, h, hd = q.shape
         kv_heads = k.shape[2]
-        q = q.reshape(b, length, kv_heads, h // kv_heads, hd)
         scale = cfg.query_scale if cfg.query_scale is not None else hd**-0.5
-        logits = jnp.einsum("blkgd,bskd->bkgls", q * jnp.asarray(scale, dt), k)
+        q = q * jnp.asarray(scale, dt)
+        if kv_heads == h:
+            # Multi-head: 4-D einsums. The grouped 5-D form with a group of 1 makes XLA:CPU
+            # transpose around every batched dot (attention fwd+bwd 0.80 s vs 0.38 s per
+            # layer at [2, 16, 1024, 64]).
+            logits = jnp.einsum("blhd,bshd->bhls", q, k)  # [b, h, l, s]
+            mask = mask[:, None, :, :]
+        else:
+            q = q.reshape(b, length, kv_heads, h // kv_heads, hd)
+            logits = jnp.einsum("blkgd,bskd->bkgls", q, k)  # [b, kv, g, l, s]
+            mask = mask[:, None, None, :, :]
         logits = logits.astype(jnp.float32)
         if cfg.attn_logit_softcap:
             logits = jnp.tanh(logits / cfg.attn_logit_softcap) * cfg.attn_logit_softcap
-        logits = jnp.where(mask[:, None, None, :, :], logits, NEG_INF)
+        logits = jnp.where(mask, logits, NEG_INF)
         probs = jax.nn.softmax(logits, axis=-1).astype(dt)
-        out = jnp.einsum("bkgls,bskd->blkgd", probs, v).reshape(b, length, h, hd)
+        if kv_heads == h:
+            out = jnp.einsum("bhls,bshd->blhd", probs, v)
+        else:
+            out = jnp.einsum("bkgls,bskd->blkgd", probs, v).reshape(b, length, h, hd)
         out = jnp.einsum("blhk,hkd->bld", out, self.o[...].astype(dt))
         return out, cache
 

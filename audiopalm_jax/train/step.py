@@ -227,7 +227,7 @@ def make_train_step(
             "loss": sums["loss_sum"] / total,
             "z_loss": sums["z_loss_sum"] / total,
             "accuracy": sums["correct_sum"] / total,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "learning_rate": schedule(state["step"]),
             "target_tokens": sums["weight_sum"],
         }

@@ -24,9 +24,13 @@ COMMON = dict(
 
 def _hf_model(kind: str, tmp_path):
     torch.manual_seed(0)
-    if kind == "llama":
+    if kind in ("llama", "llama_mha"):
         cfg = transformers.LlamaConfig(
-            **COMMON, num_key_value_heads=2, rope_theta=5000.0, tie_word_embeddings=False
+            **COMMON,
+            # grouped-query and multi-head attention take different einsums
+            num_key_value_heads=2 if kind == "llama" else COMMON["num_attention_heads"],
+            rope_theta=5000.0,
+            tie_word_embeddings=False,
         )
         model = transformers.LlamaForCausalLM(cfg)
     elif kind == "qwen2":
@@ -52,7 +56,7 @@ def _ours(path, **overrides):
     return nnx.merge(graphdef, state), cfg
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen2", "gemma"])
+@pytest.mark.parametrize("kind", ["llama", "llama_mha", "qwen2", "gemma"])
 @pytest.mark.parametrize("scan_layers", [True, False])
 def test_logits_match_transformers(kind, scan_layers, tmp_path):
     hf = _hf_model(kind, tmp_path)
@@ -65,9 +69,10 @@ def test_logits_match_transformers(kind, scan_layers, tmp_path):
     np.testing.assert_allclose(np.asarray(got), expected, atol=1e-4, rtol=0)
 
 
-def test_packed_segments_match_separate_sequences(tmp_path):
+@pytest.mark.parametrize("kind", ["llama", "llama_mha"])
+def test_packed_segments_match_separate_sequences(kind, tmp_path):
     """Two examples packed in one row give the logits each gives alone in transformers."""
-    hf = _hf_model("llama", tmp_path)
+    hf = _hf_model(kind, tmp_path)
     ours, _ = _ours(tmp_path)
     rng = np.random.default_rng(1)
     a, b = rng.integers(0, 96, 7), rng.integers(0, 96, 5)

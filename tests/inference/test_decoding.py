@@ -60,6 +60,7 @@ def _reference_greedy(model, prompt: np.ndarray, n: int, structure=()) -> tuple[
 
 CONFIGS = {
     "gqa_scanned": {},
+    "mha_scanned": dict(num_kv_heads=4),  # multi-head attention takes its own einsums
     "everything_on": dict(
         scan_layers=False,
         qkv_bias=True,
