@@ -171,10 +171,24 @@ def evaluate_workdir(
             predictions.setdefault(task, []).extend({"split": split, **r} for r in rows)
     if jax.process_index() == 0:
         os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-            json.dump(results, f, indent=2, sort_keys=True, default=_json_default)
+        # Other splits already evaluated at this step (the periodic validation eval at the
+        # last step, then the end-of-run eval) are kept, not overwritten.
+        metrics_path = os.path.join(out_dir, "metrics.json")
+        merged = {}
+        if os.path.exists(metrics_path):
+            with open(metrics_path) as f:
+                merged = {k: v for k, v in json.load(f).items() if k not in results}
+        merged.update(results)
+        with open(metrics_path, "w") as f:
+            json.dump(merged, f, indent=2, sort_keys=True, default=_json_default)
         for task, rows in predictions.items():
-            with open(os.path.join(out_dir, f"{task}.jsonl"), "w") as f:
+            path = os.path.join(out_dir, f"{task}.jsonl")
+            kept = []
+            if os.path.exists(path):
+                with open(path) as f:
+                    kept = [line for line in f if json.loads(line).get("split") not in results]
+            with open(path, "w") as f:
+                f.writelines(kept)
                 for r in rows:
                     f.write(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n")
         print(format_table(results))

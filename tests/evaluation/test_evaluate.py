@@ -157,6 +157,30 @@ def test_evaluate_workdir_writes_metrics_and_predictions(tmp_path, monkeypatch, 
         run_lib.evaluation_settings(bad)
 
 
+def test_evaluations_of_one_step_keep_each_others_splits(tmp_path, monkeypatch):
+    """The periodic validation eval at the last step, then the end-of-run test eval: both
+    stay in eval/<step>/; evaluating a split again replaces only that split's entries."""
+    import ml_collections
+
+    config = ml_collections.ConfigDict(
+        {
+            "data": {"mixture": ["demo:ASR:en:1"], "datasets": {"demo": "demo_speech"}},
+            "evaluation": {"splits": ["test"], "tasks": ["ASR"], "limit": 2},
+        }
+    )
+    monkeypatch.setattr(run_lib, "open_split", lambda cfg, alias, split: _records())
+    model = FakeModel()
+    model.step = 9
+    run_lib.evaluate_workdir(config, str(tmp_path), model=model, splits=["validation"])
+    run_lib.evaluate_workdir(config, str(tmp_path), model=model)
+    run_lib.evaluate_workdir(config, str(tmp_path), model=model)  # test again
+    out_dir = tmp_path / "eval" / "9"
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert set(metrics) == {"test", "validation"}
+    splits = [json.loads(x)["split"] for x in (out_dir / "asr.jsonl").read_text().splitlines()]
+    assert splits.count("validation") == splits.count("test") == 4
+
+
 def test_real_model_end_to_end(tmp_path):
     """The real AudioPaLM (tiny, random) through evaluate: plumbing, not quality."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "inference"))
