@@ -177,7 +177,7 @@ def evaluate_workdir(
         merged = {}
         if os.path.exists(metrics_path):
             with open(metrics_path) as f:
-                merged = {k: v for k, v in json.load(f).items() if k not in results}
+                merged = json.load(f)
         merged.update(results)
         with open(metrics_path, "w") as f:
             json.dump(merged, f, indent=2, sort_keys=True, default=_json_default)
