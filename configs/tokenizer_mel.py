@@ -30,6 +30,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     # MelConfig overrides (features and Griffin-Lim decoding).
     config.mel = ml_collections.ConfigDict()
+    # "log_mel", or "vtln_cepstra": speaker-normalised cepstra that voices share (docs/audio.md)
+    config.mel.features = "log_mel"
     config.mel.n_mels = 80
     config.mel.griffin_lim_iters = 32
 

@@ -100,6 +100,11 @@ class CodebookTokenizer(AudioTokenizer):
         features, cb = self._features_fn(), self.codebook
         return lambda x, n: _quantize(features(x, n), cb.centroids, cb.mean, cb.std)
 
+    def _decode_features_fn(self) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
+        """Features :meth:`Codebook.lookup` should return per token, when they are not the
+        clustered features themselves (see :meth:`Codebook.with_decode_table`); None: they are."""
+        return None
+
     # -- shared implementation ------------------------------------------------------------
     @property
     def num_tokens(self) -> int:
@@ -119,8 +124,13 @@ class CodebookTokenizer(AudioTokenizer):
             min_samples=self.min_samples,
         )
 
-    def _run(self, waves: list[np.ndarray], fn: Callable) -> list[np.ndarray]:
-        """Applies a jitted batch function to prepared waves, in length-sorted groups."""
+    def _run(
+        self, waves: list[np.ndarray], fn: Callable, per_item: bool = False
+    ) -> list[np.ndarray]:
+        """Applies a jitted batch function to prepared waves, in length-sorted groups.
+
+        ``fn`` returns [B, T, ...] token-rate rows, cut to each wave's token count, or
+        with ``per_item`` one [...] result per wave, returned as is."""
         lengths = np.asarray([len(w) for w in waves])
         tok_lens = self.token_lengths(lengths)
         out: list[np.ndarray] = [None] * len(waves)  # type: ignore[list-item]
@@ -132,6 +142,9 @@ class CodebookTokenizer(AudioTokenizer):
             )
             result = np.asarray(fn(*self._sharder.put(x, lens)))  # [B', T, ...]
             for j, i in enumerate(group):
+                if per_item:
+                    out[i] = result[j]
+                    continue
                 if result.shape[1] < tok_lens[i]:
                     raise AssertionError(f"feature function returned {result.shape[1]} frames")
                 out[i] = result[j, : tok_lens[i]]
@@ -152,6 +165,38 @@ class CodebookTokenizer(AudioTokenizer):
         rows = self._run(self.prepare(waveforms, sample_rate), self._tokens_fn())
         return pad_tokens(rows)
 
+    def _map_audio(
+        self,
+        audio: Sequence[AudioItem] | str,
+        sample_rate: int | Sequence[int] | None,
+        *fns: Callable,
+        per_item: bool = False,
+        progress: bool = False,
+        desc: str = "features",
+    ) -> tuple[list[list[np.ndarray]], float]:
+        """Applies each of ``fns`` (see :meth:`_run`) to every item of ``audio``; files are
+        read chunk by chunk, so only the results stay in memory.
+
+        Returns one list of results per fn, and the seconds of audio read."""
+        items = audio_items(audio, sample_rate)
+        results: list[list[np.ndarray]] = [[] for _ in fns]
+        seconds = 0.0
+        chunk = 64
+        starts = range(0, len(items), chunk)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=desc, unit="chunk")
+        for start in starts:
+            waves, rates = zip(
+                *[_read(*item) for item in items[start : start + chunk]], strict=True
+            )
+            prepared = self.prepare(list(waves), list(rates))
+            seconds += sum(len(w) for w in prepared) / self.sample_rate
+            for fn, out in zip(fns, results, strict=True):
+                out.extend(self._run(prepared, fn, per_item))
+        return results, seconds
+
     def fit_codebook(
         self,
         audio: Sequence[AudioItem],
@@ -162,27 +207,22 @@ class CodebookTokenizer(AudioTokenizer):
         progress: bool = False,
     ) -> dict:
         """Extracts features from ``audio`` and fits this tokenizer's codebook in place."""
-        items = audio_items(audio, sample_rate)
-        frames, seconds = [], 0.0
-        chunk = 64  # files are read chunk by chunk: only features stay in memory
-        it = range(0, len(items), chunk)
-        if progress:
-            from tqdm.auto import tqdm
-
-            it = tqdm(it, desc="features", unit="chunk")
-        for start in it:
-            waves, rates = zip(
-                *[_read(*item) for item in items[start : start + chunk]], strict=True
-            )
-            prepared = self.prepare(list(waves), list(rates))
-            seconds += sum(len(w) for w in prepared) / self.sample_rate
-            frames.extend(self._run(prepared, self._features_fn()))
-        data = np.concatenate(frames).astype(np.float32)
+        fns = [self._features_fn()]
+        decode_fn = self._decode_features_fn()
+        if decode_fn is not None:
+            fns.append(decode_fn)
+        outputs, seconds = self._map_audio(audio, sample_rate, *fns, progress=progress)
+        data = np.concatenate(outputs[0]).astype(np.float32)
+        decode = np.concatenate(outputs[1]).astype(np.float32) if decode_fn else None
+        num_items = len(outputs[0])
         if max_frames is not None and len(data) > max_frames:
             keep = np.random.default_rng(kmeans.seed).choice(len(data), max_frames, replace=False)
             data = data[np.sort(keep)]
+            decode = None if decode is None else decode[np.sort(keep)]
         self.codebook, info = Codebook.fit(data, kmeans, mesh=self._sharder.mesh, progress=progress)
-        info.update(audio_seconds=seconds, items=len(items))
+        if decode is not None:
+            self.codebook = self.codebook.with_decode_table(data, decode)
+        info.update(audio_seconds=seconds, items=num_items)
         log.info("fitted %s codebook: %s", self.kind, info)
         self.fit_info = info
         return info

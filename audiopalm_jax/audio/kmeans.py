@@ -234,11 +234,14 @@ class Codebook:
 
     ``mean`` / ``std`` [D] standardise raw features before clustering (so no dimension
     dominates the distance); ``centroids`` [K, D] live in the standardised space.
+    ``decode_table`` [K, E] (optional): what :meth:`lookup` returns per token when the
+    clustered features are not the ones a decoder needs (see :meth:`with_decode_table`).
     """
 
     centroids: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    decode_table: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -273,18 +276,48 @@ class Codebook:
         return assign(z, jnp.asarray(self.centroids))
 
     def lookup(self, ids: jax.Array) -> jax.Array:
-        """[...] token ids -> [..., D] raw-space centroid features (jit-friendly)."""
+        """[...] token ids -> [..., D] raw-space centroid features, or [..., E] rows of the
+        decode table when there is one (jit-friendly)."""
+        if self.decode_table is not None:
+            return jnp.take(jnp.asarray(self.decode_table), ids, axis=0)
         c = jnp.asarray(self.centroids) * jnp.asarray(self.std) + jnp.asarray(self.mean)
         return jnp.take(c, ids, axis=0)
 
+    def with_decode_table(self, frames: np.ndarray, decode_frames: np.ndarray) -> Codebook:
+        """A copy whose :meth:`lookup` gives, per token, the mean of ``decode_frames`` [N, E]
+        over the rows of ``frames`` [N, D] (the same N frames) that quantise to it."""
+        ids = jnp.concatenate(
+            [
+                self.quantize(jnp.asarray(frames[i : i + 65536]))
+                for i in range(0, len(frames), 65536)
+            ]
+        )
+        decode = jnp.asarray(decode_frames, jnp.float32)
+        sums = jax.ops.segment_sum(decode, ids, num_segments=self.size)  # [K, E]
+        counts = jax.ops.segment_sum(jnp.ones_like(ids, jnp.float32), ids, num_segments=self.size)
+        # A token no frame quantises to (rare) decodes as the average frame.
+        table = jnp.where(
+            counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None], decode.mean(0)
+        )
+        return dataclasses.replace(self, decode_table=np.asarray(table, np.float32))
+
     def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
-        return {
+        out = {
             f"{prefix}centroids": self.centroids,
             f"{prefix}feature_mean": self.mean,
             f"{prefix}feature_std": self.std,
         }
+        if self.decode_table is not None:
+            out[f"{prefix}decode_table"] = self.decode_table
+        return out
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str = "") -> Codebook:
         get = lambda k: np.asarray(arrays[f"{prefix}{k}"], np.float32)
-        return cls(get("centroids"), get("feature_mean"), get("feature_std"))
+        table = arrays.get(f"{prefix}decode_table")
+        return cls(
+            get("centroids"),
+            get("feature_mean"),
+            get("feature_std"),
+            None if table is None else np.asarray(table, np.float32),
+        )

@@ -1,8 +1,12 @@
 """The weight-free default tokenizer: k-means over (stacked) log-mel frames.
 
-Encode: 16 kHz audio, loudness-normalised -> 80-bin log-mel every 20 ms (50 Hz) -> for
-25 Hz, pairs of frames stacked to 160 dims -> standardised -> nearest of K centroids.
-Decode: centroid log-mel frames -> mel power -> linear spectrum (NNLS) -> Griffin-Lim.
+Encode (``features="log_mel"``): 16 kHz audio, loudness-normalised -> 80-bin log-mel every
+20 ms (50 Hz) -> for 25 Hz, pairs of frames stacked to 160 dims -> standardised -> nearest
+of K centroids. ``features="vtln_cepstra"`` clusters speaker-normalised cepstra instead
+(:mod:`.speaker_norm`), so voices share tokens.
+Decode: each token's log-mel frames (its centroid, or with ``vtln_cepstra`` the mean
+log-mel of the frames it was fitted on) -> mel power -> linear spectrum (NNLS) ->
+Griffin-Lim.
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import features as F
+from . import speaker_norm
 from .base import unpad_tokens
 from .codebook_tokenizer import AudioItem, CodebookTokenizer, kmeans_config
 from .kmeans import Codebook, KMeansConfig
+
+FEATURES = ("log_mel", "vtln_cepstra")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +45,17 @@ class MelConfig:
     normalize_loudness: bool = True
     griffin_lim_iters: int = 32
     decode_seed: int = 0
+    # What the codebook clusters: "log_mel" (the frames above) or "vtln_cepstra"
+    # (speaker-normalised cepstra, :mod:`.speaker_norm`; the settings below).
+    features: str = "log_mel"
+    cepstra: int = 13
+    context_frames: int = 9  # 50 Hz frames per token's features, centred (odd)
+    analysis_n_fft: int = 512
+    analysis_win_length: int = 400  # 25 ms
+    analysis_n_mels: int = 40
+    warp_min: float = 0.76  # the VTLN grid: frequency-axis scale factors searched
+    warp_max: float = 1.24
+    warp_steps: int = 25
 
     @property
     def base_rate(self) -> float:
@@ -56,6 +74,20 @@ class MelConfig:
             )
         if self.win_length > self.n_fft or self.fmax > self.sample_rate / 2:
             raise ValueError("need win_length <= n_fft and fmax <= sample_rate / 2")
+        if self.features not in FEATURES:
+            raise ValueError(f"features={self.features!r}; choose one of {FEATURES}")
+        if self.features == "vtln_cepstra":
+            if self.context_frames < 1 or self.context_frames % 2 == 0:
+                raise ValueError(f"context_frames={self.context_frames} must be odd and >= 1")
+            if not 1 <= self.cepstra <= self.analysis_n_mels:
+                raise ValueError(f"cepstra={self.cepstra} must be in 1..{self.analysis_n_mels}")
+            if self.analysis_win_length > self.analysis_n_fft:
+                raise ValueError("need analysis_win_length <= analysis_n_fft")
+            if not 0 < self.warp_min <= 1.0 <= self.warp_max or self.warp_steps < 1:
+                raise ValueError(
+                    f"need 0 < warp_min <= 1 <= warp_max and warp_steps >= 1, got "
+                    f"{self.warp_min}, {self.warp_max}, {self.warp_steps}"
+                )
         return self
 
 
@@ -82,9 +114,17 @@ def _stacked_log_mel(cfg: MelConfig, x: jax.Array, lengths: jax.Array) -> jax.Ar
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _tokens(cfg: MelConfig, x, lengths, centroids, mean, std) -> jax.Array:
+def _analysis_features(cfg: MelConfig, x, lengths, template) -> jax.Array:
+    """[B, N] audio -> [B, T, feature_dim]: what the codebook clusters (``cfg.features``)."""
+    if cfg.features == "vtln_cepstra":
+        return speaker_norm.normalized_cepstra(cfg, x, lengths, template)[0]
+    return _stacked_log_mel(cfg, x, lengths)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _tokens(cfg: MelConfig, x, lengths, template, centroids, mean, std) -> jax.Array:
     """[B, N] audio -> [B, T] token ids (features and quantisation in one program)."""
-    return Codebook(centroids, mean, std).quantize(_stacked_log_mel(cfg, x, lengths))
+    return Codebook(centroids, mean, std).quantize(_analysis_features(cfg, x, lengths, template))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -112,9 +152,19 @@ class MelKMeansTokenizer(CodebookTokenizer):
     kind = "mel_kmeans"
     can_decode = True
 
-    def __init__(self, codebook: Codebook | None, config: MelConfig | None = None, devices=None):
+    def __init__(
+        self,
+        codebook: Codebook | None,
+        config: MelConfig | None = None,
+        devices=None,
+        vtln_template: np.ndarray | None = None,
+    ):
         super().__init__(codebook, devices)
         self.config = (config or MelConfig()).validate()
+        # [S] envelope statistic VTLN matches ("vtln_cepstra"); fitted with the codebook.
+        self.vtln_template = (
+            None if vtln_template is None else np.asarray(vtln_template, np.float32)
+        )
         self._silence_token: int | None = None
 
     # -- properties -----------------------------------------------------------------------
@@ -128,7 +178,8 @@ class MelKMeansTokenizer(CodebookTokenizer):
 
     @property
     def feature_dim(self) -> int:
-        return self.config.stack * self.config.n_mels
+        c = self.config
+        return c.cepstra * c.context_frames if c.features == "vtln_cepstra" else c.stack * c.n_mels
 
     @property
     def normalize_loudness(self) -> bool:
@@ -142,12 +193,26 @@ class MelKMeansTokenizer(CodebookTokenizer):
         frames = F.num_stft_frames(np.asarray(num_samples), self.config.hop_length)
         return -(-frames // self.config.stack)
 
+    def _template(self) -> jax.Array | None:
+        if self.config.features != "vtln_cepstra":
+            return None
+        if self.vtln_template is None:
+            raise RuntimeError("this vtln_cepstra tokenizer has no VTLN template; fit it first")
+        return jnp.asarray(self.vtln_template)
+
     def _features_fn(self):
-        return functools.partial(_stacked_log_mel, self.config)
+        template = self._template()
+        return lambda x, n: _analysis_features(self.config, x, n, template)
 
     def _tokens_fn(self):
-        cb = self.codebook
-        return lambda x, n: _tokens(self.config, x, n, cb.centroids, cb.mean, cb.std)
+        cb, template = self.codebook, self._template()
+        return lambda x, n: _tokens(self.config, x, n, template, cb.centroids, cb.mean, cb.std)
+
+    def _decode_features_fn(self):
+        # log_mel centroids are log-mel frames already; cepstral ones need a synthesis table.
+        if self.config.features == "vtln_cepstra":
+            return functools.partial(_stacked_log_mel, self.config)
+        return None
 
     # -- fitting ----------------------------------------------------------------------------
     @classmethod
@@ -170,6 +235,17 @@ class MelKMeansTokenizer(CodebookTokenizer):
         ``kmeans`` overrides :class:`KMeansConfig` fields (steps, batch size, ...)."""
         config = MelConfig(frame_rate=float(frame_rate), **mel_options)
         tok = cls(None, config, devices)
+        if config.features == "vtln_cepstra":
+            # VTLN needs its template before the features the codebook clusters exist.
+            (shapes,), _ = tok._map_audio(
+                audio,
+                sample_rate,
+                functools.partial(speaker_norm.envelope_shapes, config),
+                per_item=True,
+                progress=progress,
+                desc="VTLN template",
+            )
+            tok.vtln_template = np.mean([s[0] for s in shapes], axis=0).astype(np.float32)
         tok.fit_codebook(
             audio,
             sample_rate,
@@ -182,10 +258,10 @@ class MelKMeansTokenizer(CodebookTokenizer):
     # -- decoding ---------------------------------------------------------------------------
     @property
     def silence_token(self) -> int:
-        """The token nearest to digital silence; fills padding when decoding."""
+        """The token whose log-mel frames are quietest; fills padding when decoding."""
         if self._silence_token is None:
-            floor = np.full((1, self.feature_dim), np.log(self.config.log_floor), np.float32)
-            self._silence_token = int(self.codebook.quantize(jnp.asarray(floor))[0])
+            frames = self.codebook.lookup(jnp.arange(self.num_tokens))  # [K, stack * n_mels]
+            self._silence_token = int(jnp.argmin(frames.mean(-1)))
         return self._silence_token
 
     def decode(self, tokens: np.ndarray, lengths: np.ndarray | None = None) -> list[np.ndarray]:
@@ -215,8 +291,12 @@ class MelKMeansTokenizer(CodebookTokenizer):
     def get_arrays(self) -> dict[str, np.ndarray]:
         if self.codebook is None:
             raise RuntimeError("cannot save an unfitted tokenizer")
-        return self.codebook.arrays()
+        arrays = self.codebook.arrays()
+        if self.vtln_template is not None:
+            arrays["vtln_template"] = self.vtln_template
+        return arrays
 
     @classmethod
     def from_saved(cls, config, arrays, directory) -> MelKMeansTokenizer:
-        return cls(Codebook.from_arrays(arrays), MelConfig(**config))
+        template = arrays.get("vtln_template")
+        return cls(Codebook.from_arrays(arrays), MelConfig(**config), vtln_template=template)

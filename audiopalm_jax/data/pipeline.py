@@ -7,7 +7,9 @@ Per mixture entry ``dataset:TASKS:src[-tgt][:weight]`` (config ``data.mixture``)
         -> AudioPaLM / SpeechGPT formatting
 
 then a deterministic weighted interleave of the entries (``MapDataset.mix``), read in
-order (optionally in worker processes) and packed by :class:`PackedIterator`. Every
+order (optionally in worker processes) and packed by :class:`PackedIterator`. With
+``data.warmup_examples > 0`` the train stream starts with that many examples of
+``data.warmup_mixture`` (a curriculum stage, e.g. speech-to-text tasks first). Every
 process reads a disjoint shard of every split and yields its ``batch_size /
 process_count`` rows of the global batch.
 """
@@ -89,11 +91,29 @@ def dataset_split(config: ConfigDict, alias: str, split: str) -> str:
     return dataset_info(config, alias)[1].get(split, split)
 
 
-def mixture(config: ConfigDict) -> list[MixtureEntry]:
-    entries = [MixtureEntry.parse(s) for s in config.data.get("mixture", [])]
-    if not entries:
+def mixture(config: ConfigDict, key: str = "mixture") -> list[MixtureEntry]:
+    """The parsed entries of ``config.data[key]`` (``mixture`` or ``warmup_mixture``)."""
+    entries = [MixtureEntry.parse(s) for s in config.data.get(key) or ()]
+    if not entries and key == "mixture":
         raise ValueError("config.data.mixture is empty: list 'dataset:TASKS:src[-tgt][:weight]'")
     return entries
+
+
+def warmup(config: ConfigDict) -> tuple[list[MixtureEntry], int]:
+    """(warm-up mixture entries, examples): the train stream's first stage, if any."""
+    n = int(config.data.get("warmup_examples", 0) or 0)
+    entries = mixture(config, "warmup_mixture")
+    if n < 0 or (n and not entries):
+        raise ValueError(
+            f"data.warmup_examples={n} needs to be >= 0, and > 0 only with a non-empty "
+            "data.warmup_mixture"
+        )
+    return (entries, n) if n else ([], 0)
+
+
+def all_entries(config: ConfigDict) -> list[MixtureEntry]:
+    """Every entry the train stream reads: the warm-up stage's and the mixture's."""
+    return warmup(config)[0] + mixture(config)
 
 
 def tokens_path(tokens_dir: str, alias: str, split: str, language: str) -> str:
@@ -339,33 +359,52 @@ def make_examples(
         os.path.join(workdir, TOKENIZER_DIR) if workdir else ""
     )
     root = data_dir(config)
-    entries = mixture(config)
-    check_markup(vocab, entries, fmt)
     sources: dict[str, RecordSource] = {}
-    streams, weights = [], []
-    for i, entry in enumerate(entries):
-        if entry.dataset not in sources:
-            name, _ = dataset_info(config, entry.dataset)
-            ds_split = dataset_split(config, entry.dataset, split)
-            sources[entry.dataset] = RecordSource(
-                entry.dataset, name, ds_split, root, tokens_dir, tok_dir
-            )
-        source = sources[entry.dataset]
-        records = shard_records(len(source), process_index, process_count)
-        length = sys.maxsize if num_epochs is None else num_epochs * len(records)
-        order = EpochOrder(records, _seed(config.seed, split, i, entry.name), shuffle)
-        ds = grain.MapDataset.range(length).map(order)
-        streams.append(ds.map(FormatFn(source, entry, vocab, fmt, config.seed)))
-        weights.append(entry.weight)
-    if len(streams) == 1:
-        return streams[0]
-    return grain.MapDataset.mix(streams, weights)
+
+    def mixed(entries: list[MixtureEntry], stage: str):
+        check_markup(vocab, entries, fmt)
+        streams, weights = [], []
+        for i, entry in enumerate(entries):
+            if entry.dataset not in sources:
+                name, _ = dataset_info(config, entry.dataset)
+                ds_split = dataset_split(config, entry.dataset, split)
+                sources[entry.dataset] = RecordSource(
+                    entry.dataset, name, ds_split, root, tokens_dir, tok_dir
+                )
+            source = sources[entry.dataset]
+            records = shard_records(len(source), process_index, process_count)
+            length = sys.maxsize if num_epochs is None else num_epochs * len(records)
+            order = EpochOrder(records, _seed(config.seed, split, i, stage + entry.name), shuffle)
+            ds = grain.MapDataset.range(length).map(order)
+            streams.append(ds.map(FormatFn(source, entry, vocab, fmt, config.seed)))
+            weights.append(entry.weight)
+        return streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, weights)
+
+    main = mixed(mixture(config), "")
+    first, n = warmup(config)
+    if split != "train" or not n:
+        return main
+    # The stream's positions: [0, n) from the warm-up mixture, then the main mixture from
+    # its start. A position is all an iterator checkpoint stores, so resuming works as is.
+    length = sys.maxsize if num_epochs is None else n + len(main)
+    return grain.MapDataset.range(length).map(Stages(mixed(first, "warmup:"), main, n))
+
+
+class Stages:
+    """Position -> example: the first ``n`` from ``first``, the rest from ``then``."""
+
+    def __init__(self, first, then, n: int):
+        self.first, self.then, self.n = first, then, n
+
+    def __call__(self, position: int):
+        return self.first[position] if position < self.n else self.then[position - self.n]
 
 
 def fingerprint(config: ConfigDict, split: str, process_index: int, process_count: int) -> str:
     """Identifies what an iterator state refers to (warned about on mismatched restore)."""
     d = config.data.to_dict() if hasattr(config.data, "to_dict") else dict(config.data)
     keys = ("mixture", "datasets", "format", "seq_len", "batch_size", "overlong", "packing_bins")
+    keys += ("warmup_mixture", "warmup_examples")
     blob = json.dumps(
         [{k: d.get(k) for k in keys}, config.seed, split, process_index, process_count],
         sort_keys=True,

@@ -69,7 +69,7 @@ def resolve_dirs(config: ConfigDict, workdir: str | None) -> tuple[str, str]:
 def audio_languages(config: ConfigDict) -> dict[str, set[str]]:
     """{dataset alias: languages whose audio the mixture reads or writes}."""
     out: dict[str, set[str]] = {}
-    for entry in pipeline.mixture(config):
+    for entry in pipeline.all_entries(config):
         langs = {lang for lang, modality in entry.task.fields() if modality == "audio"}
         out.setdefault(entry.dataset, set()).update(langs)
     return out
@@ -233,7 +233,8 @@ MARKER = "data_prepared.json"
 
 
 def _data_fingerprint(config: ConfigDict) -> str:
-    keys = ("datasets", "mixture", "tokenize_splits", "audio_tokenizer", "data_dir")
+    keys = ("datasets", "mixture", "warmup_mixture", "tokenize_splits", "audio_tokenizer")
+    keys += ("data_dir",)
     d = config.data.to_dict()
     return json.dumps({k: d.get(k) for k in keys}, sort_keys=True, default=str)
 
@@ -267,7 +268,7 @@ def prepare(config: ConfigDict, workdir: str | None) -> dict[str, float]:
         return _wait_for_process_0(config, workdir)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    for alias in sorted({e.dataset for e in pipeline.mixture(config)}):
+    for alias in sorted({e.dataset for e in pipeline.all_entries(config)}):
         t = time.perf_counter()
         build_dataset(config, alias)
         timings[f"dataset/{alias}"] = time.perf_counter() - t

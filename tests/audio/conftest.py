@@ -115,3 +115,20 @@ def mel_tokenizer(speech):
         seed=0,
         kmeans={"num_steps": 60, "batch_size": 1024, "init_sample": 2048},
     )
+
+
+@pytest.fixture(scope="session")
+def speak():
+    """``speak(voice, indices)``: 16 kHz float32, loudness-normalised utterances of
+    ``SENTENCES[i]`` for each index, in an espeak-ng voice such as ``"en+f2"``."""
+    from audiopalm_jax.audio import frontend
+
+    def utterances(voice: str = "en", indices=range(4)) -> list[np.ndarray]:
+        return [
+            frontend.prepare_waveform(
+                synthesize(SENTENCES[i], voice), ESPEAK_RATE, 16000, normalize=True
+            )
+            for i in indices
+        ]
+
+    return utterances

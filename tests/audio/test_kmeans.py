@@ -76,6 +76,21 @@ def test_codebook_standardises_and_round_trips(blobs):
     assert np.abs(recon - scaled[:500]).mean(0)[-1] < 0.5 * scaled[:, -1].std()
 
 
+def test_decode_table_is_the_mean_decode_frame_of_each_token(blobs):
+    x, _ = blobs
+    book, _ = Codebook.fit(x, CFG)
+    decode = np.random.default_rng(1).standard_normal((len(x), 3)).astype(np.float32)
+    table_book = book.with_decode_table(x, decode)
+    ids = np.asarray(book.quantize(x))
+    expected = np.stack([decode[ids == k].mean(0) for k in range(book.size)])
+    np.testing.assert_allclose(table_book.decode_table, expected, rtol=1e-4, atol=1e-5)
+    # Quantisation is unchanged; lookup now returns decode-table rows, and both survive
+    # a round trip through the saved arrays.
+    back = Codebook.from_arrays(table_book.arrays())
+    np.testing.assert_array_equal(np.asarray(back.quantize(x[:100])), ids[:100])
+    np.testing.assert_allclose(np.asarray(back.lookup(ids[:100])), expected[ids[:100]], atol=1e-5)
+
+
 def test_merge_and_expand_repeats():
     tokens = np.array([5, 5, 5, 2, 7, 7, 5, 5], np.int32)
     units, durations = merge_repeats(tokens)

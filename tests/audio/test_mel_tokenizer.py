@@ -17,6 +17,7 @@ from audiopalm_jax.audio import (
     load_tokenizer,
 )
 from audiopalm_jax.audio import features as F
+from audiopalm_jax.audio.mel_tokenizer import MelConfig
 
 
 def test_interface(mel_tokenizer):
@@ -150,3 +151,49 @@ def test_fit_from_files_at_50hz(speech, speech_rate, tmp_path):
         MelKMeansTokenizer.fit(speech[:1], speech_rate, frame_rate=30)
     with pytest.raises(ValueError, match="no sample_rate"):
         MelKMeansTokenizer.fit(speech[:1])
+
+
+@pytest.fixture(scope="module")
+def vtln_tokenizer(speech, speech_rate):
+    """The same tokenizer over speaker-normalised cepstra (features="vtln_cepstra")."""
+    return MelKMeansTokenizer.fit(
+        speech,
+        speech_rate,
+        num_tokens=64,
+        seed=0,
+        features="vtln_cepstra",
+        kmeans={"num_steps": 60, "batch_size": 1024, "init_sample": 2048},
+    )
+
+
+def test_vtln_cepstra_tokenizer_decodes_and_round_trips(
+    vtln_tokenizer, speech, speech_rate, tmp_path
+):
+    tok = vtln_tokenizer
+    assert tok.feature_dim == 13 * 9 and tok.codebook.decode_table.shape == (64, 160)
+    tokens, lengths = tok.encode(speech[:3], speech_rate)
+    assert np.all(np.abs(lengths - np.array([len(s) for s in speech[:3]]) / speech_rate * 25) <= 2)
+    decoded = tok.decode(tokens, lengths)
+    random = tok.decode(np.random.default_rng(0).integers(0, 64, tokens.shape), lengths)
+    for i in range(3):
+        ref = frontend.prepare_waveform(speech[i], speech_rate, 16000, normalize=True)
+        assert mcd(ref, decoded[i]) < 0.6 * mcd(ref, random[i])
+    tok.save(str(tmp_path))
+    back = load_tokenizer(str(tmp_path))
+    assert back.config == tok.config and back.fingerprint() == tok.fingerprint()
+    np.testing.assert_array_equal(back.vtln_template, tok.vtln_template)
+    np.testing.assert_array_equal(back.encode(speech[:3], speech_rate)[0], tokens)
+    np.testing.assert_array_equal(back.decode(tokens, lengths)[1], decoded[1])
+
+
+def test_bad_feature_settings_name_the_value():
+    with pytest.raises(
+        ValueError, match=r"features='mfcc'; choose one of \('log_mel', 'vtln_cepstra'\)"
+    ):
+        MelKMeansTokenizer(None, MelConfig(features="mfcc"))
+    with pytest.raises(ValueError, match="context_frames=4 must be odd"):
+        MelKMeansTokenizer(None, MelConfig(features="vtln_cepstra", context_frames=4))
+    with pytest.raises(RuntimeError, match="no VTLN template; fit it first"):
+        MelKMeansTokenizer(None, MelConfig(features="vtln_cepstra")).features(
+            [np.ones(16000, np.float32)], 16000
+        )

@@ -176,12 +176,40 @@ def test_mixture_proportions_follow_weights(env):
     counts = {"ASR": 0, "MT": 0, "TTS": 0}
     n = 400
     for i in range(n):
-        ex = ds[i]
-        tag = env[2].decode(ex["ids"][: int(ex["prompt_len"])])[0]
-        counts[tag[1 : tag.index(" ")]] += 1
+        counts[_task(env[2], ds[i])] += 1
     assert abs(counts["ASR"] / n - 1 / 8) < 0.03
     assert abs(counts["MT"] / n - 3 / 8) < 0.03
     assert abs(counts["TTS"] / n - 4 / 8) < 0.03
+
+
+def _task(vocab, ex) -> str:
+    tag = vocab.decode(ex["ids"][: int(ex["prompt_len"])])[0]
+    return tag[1 : tag.index(" ")]
+
+
+def test_warmup_stage_comes_first_then_the_mixture_resumably(env):
+    vocab = env[2]
+    mixture = ["demo_speech:MT:fr-en:1", "demo_speech:TTS:de:1"]
+    cfg = _config(env, mixture, warmup_mixture=["demo_speech:ASR:en:1"], warmup_examples=30)
+    ds = pipeline.make_examples(cfg, vocab)
+    tasks = [_task(vocab, ds[i]) for i in range(80)]
+    assert tasks[:30] == ["ASR"] * 30 and set(tasks[30:]) == {"MT", "TTS"}
+    # After the warm-up the stream is the plain mixture from its start.
+    plain = pipeline.make_examples(_config(env, mixture), vocab)
+    for i in range(30, 80):
+        np.testing.assert_array_equal(ds[i]["ids"], plain[i - 30]["ids"])
+    # Validation reads the mixture only; a checkpointed train iterator resumes mid-stage.
+    val = pipeline.make_examples(cfg, vocab, "validation")
+    assert {_task(vocab, val[i]) for i in range(10)} == {"MT", "TTS"}
+    make = lambda: pipeline.make_iterator(cfg, vocab, process_index=0, process_count=1)
+    first = _take(make(), 6)
+    it = make()
+    _take(it, 2)
+    resumed = make()
+    resumed.set_state(it.get_state())
+    assert _same(_take(resumed, 4), first[2:])
+    with pytest.raises(ValueError, match="warmup_examples=5 .*non-empty data.warmup_mixture"):
+        pipeline.make_examples(_config(env, mixture, warmup_examples=5), vocab)
 
 
 def test_validation_iterator_is_repeated_and_deterministic(env):
