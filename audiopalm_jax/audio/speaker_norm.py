@@ -1,9 +1,10 @@
 """Speaker-normalised cepstral features: VTLN, per-utterance CMVN and frame context.
 
 Why: k-means over raw log-mel frames gives each voice its own clusters. On demo_speech,
-tokens of one sentence spoken by espeak's female variants matched the male ``m1``'s on
-3-13% of time-aligned frames (other male variants: 45-50%), so a model has to learn every
-voice's token "dialect" separately. Three classic normalisations make clusters shared:
+tokens of one sentence spoken by espeak's female and Klatt variants matched the male
+``m1``'s on 4-20% of time-aligned frames (other male variants: 41-52%), so a model has
+to learn every voice's token "dialect" separately. Three classic normalisations make
+clusters shared:
 
 * vocal tract length normalisation: each utterance's frequency axis is scaled by the warp
   factor (from a grid) whose average spectral envelope best matches a template fitted on
@@ -12,9 +13,10 @@ voice's token "dialect" separately. Three classic normalisations make clusters s
   the remaining spectral-tilt differences;
 * neighbouring frames stacked as context make a token describe a phone, not one slice.
 
-Together they raised the cross-voice agreement to 42-64% and made the demo model read
-eight voices sooner (docs/demo_run.md). Decoding is unaffected: the codebook keeps, per
-token, the mean log-mel of its frames for synthesis.
+Together they raise the agreement to 50-68% for every voice, held-out ones included
+(``benchmarks/token_speaker_invariance.py``), and the demo model reads eight voices sooner
+(docs/demo_run.md). Decoding is unaffected: the codebook keeps, per token, the mean
+log-mel of its frames for synthesis.
 """
 
 from __future__ import annotations
