@@ -7,6 +7,8 @@ Prints one JSON line:
   1024-token k-means) on a batch of clips; ``mel_encode_audio_s_per_cpu_s`` is the same
   work per CPU second, a load-independent lower bound for an idle machine's RTF.
 - ``mel_decode_rtf``: MelKMeansTokenizer.decode (centroids -> Griffin-Lim, 32 iterations).
+- ``mel_vtln_encode_rtf``: the same encode with ``features="vtln_cepstra"`` (25 warped
+  filterbanks per utterance for VTLN, cepstra, CMVN, context; the demo config's tokens).
 - ``w2v_bert_rtf`` / ``w2v_bert_torch_rtf``: the w2v-BERT conformer encoder (all layers) of
   our NNX port and of transformers' ``Wav2Vec2BertModel`` with the same random weights, on
   the same fbank features, same threads; ``ratio_vs_torch`` = ours / PyTorch.
@@ -81,6 +83,7 @@ def main() -> None:
     from audiopalm_jax.audio import Codebook, MelKMeansTokenizer, W2vBertTokenizer
     from audiopalm_jax.audio import features as F
     from audiopalm_jax.audio.batching import pad_waveforms
+    from audiopalm_jax.audio.mel_tokenizer import MelConfig
     from audiopalm_jax.audio.w2v_bert import load_hf_encoder
 
     threads = os.cpu_count() or 1
@@ -101,6 +104,13 @@ def main() -> None:
     mel.codebook = random_codebook(mel.features(waves, 16000))
     t_enc, cpu_enc = timed_cpu(lambda: mel.encode(waves, 16000), args.repeats)
     tokens, lengths = mel.encode(waves, 16000)
+    # Speaker-normalised features: the warp search dominates; its template's values do not
+    # change the work.
+    vtln = MelKMeansTokenizer(
+        None, MelConfig(features="vtln_cepstra"), vtln_template=np.zeros(11, np.float32)
+    )
+    vtln.codebook = random_codebook(vtln.features(waves, 16000))
+    t_vtln = timed(lambda: vtln.encode(waves, 16000), args.repeats)
     dec_n = max(1, args.clips // 4)
     t_dec = timed(lambda: mel.decode(tokens[:dec_n], lengths[:dec_n]), max(1, args.repeats - 1))
 
@@ -138,6 +148,7 @@ def main() -> None:
     result = {
         "mel_encode_rtf": round(audio_seconds / t_enc, 1),
         "mel_encode_audio_s_per_cpu_s": round(audio_seconds / cpu_enc, 1),
+        "mel_vtln_encode_rtf": round(audio_seconds / t_vtln, 1),
         "mel_decode_rtf": round(dec_n * args.seconds / t_dec, 1),
         "w2v_bert_rtf": round(audio_seconds / t_ours, 1),
         "w2v_bert_torch_rtf": round(audio_seconds / t_torch, 1),
