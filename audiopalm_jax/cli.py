@@ -50,11 +50,19 @@ def _dispatch(verb: str, config) -> None:
             from audiopalm_jax.data.prepare import prepare
 
             prepare(config, workdir)
-        train(config, workdir)
+        step = int(train(config, workdir)["step"])
         if config.get("evaluation") and config.data.source != "synthetic":
-            from audiopalm_jax.evaluation.run import evaluate_workdir
+            from audiopalm_jax.evaluation import run as evaluation
 
-            evaluate_workdir(config, workdir)
+            stored = evaluation.stored_results(config, workdir, step)
+            if stored is None:
+                evaluation.evaluate_workdir(config, workdir)
+            else:  # a finished run: its end-of-run scores, not a second evaluation
+                print(evaluation.format_table(stored))
+                print(
+                    f"scores of step {step} from {workdir}/eval/{step}/metrics.json "
+                    "(`audiopalm eval` recomputes them)"
+                )
     elif verb == "eval":
         from audiopalm_jax.evaluation.run import evaluate_workdir
 

@@ -125,6 +125,20 @@ def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def stored_results(config, workdir: str, step: int) -> dict[str, dict[str, float]] | None:
+    """``{split: metrics}`` saved in ``workdir/eval/<step>/metrics.json`` when it holds every
+    split of ``config.evaluation`` (a finished end-of-run evaluation), else None."""
+    path = os.path.join(workdir, "eval", str(step), "metrics.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        saved = json.load(f)
+    splits = list(evaluation_settings(config)["splits"])
+    if not all(split in saved for split in splits):
+        return None
+    return {split: saved[split] for split in splits}
+
+
 def evaluate_workdir(
     config,
     workdir: str,

@@ -181,6 +181,29 @@ def test_evaluations_of_one_step_keep_each_others_splits(tmp_path, monkeypatch):
     assert splits.count("validation") == splits.count("test") == 4
 
 
+def test_stored_results_only_when_every_split_was_evaluated(tmp_path, monkeypatch):
+    """A re-run of a finished `audiopalm train` prints these instead of evaluating again."""
+    import ml_collections
+
+    config = ml_collections.ConfigDict(
+        {
+            "data": {"mixture": ["demo:ASR:en:1"], "datasets": {"demo": "demo_speech"}},
+            "evaluation": {"splits": ["test", "other"], "tasks": ["ASR"], "limit": 2},
+        }
+    )
+    monkeypatch.setattr(run_lib, "open_split", lambda cfg, alias, split: _records())
+    model = FakeModel()
+    model.step = 5
+    assert run_lib.stored_results(config, str(tmp_path), 5) is None
+    # The periodic validation eval and one end-of-run split: not finished yet.
+    run_lib.evaluate_workdir(config, str(tmp_path), model=model, splits=["validation"])
+    run_lib.evaluate_workdir(config, str(tmp_path), model=model, splits=["test"])
+    assert run_lib.stored_results(config, str(tmp_path), 5) is None
+    results = run_lib.evaluate_workdir(config, str(tmp_path), model=model)
+    assert run_lib.stored_results(config, str(tmp_path), 5) == results
+    assert run_lib.stored_results(config, str(tmp_path), 6) is None  # another step
+
+
 def test_real_model_end_to_end(tmp_path):
     """The real AudioPaLM (tiny, random) through evaluate: plumbing, not quality."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "inference"))
