@@ -403,8 +403,17 @@ class Stages:
 def fingerprint(config: ConfigDict, split: str, process_index: int, process_count: int) -> str:
     """Identifies what an iterator state refers to (warned about on mismatched restore)."""
     d = config.data.to_dict() if hasattr(config.data, "to_dict") else dict(config.data)
-    keys = ("mixture", "datasets", "format", "seq_len", "batch_size", "overlong", "packing_bins")
-    keys += ("warmup_mixture", "warmup_examples")
+    keys = (
+        "mixture",
+        "warmup_mixture",
+        "warmup_examples",
+        "datasets",
+        "format",
+        "seq_len",
+        "batch_size",
+        "overlong",
+        "packing_bins",
+    )
     blob = json.dumps(
         [{k: d.get(k) for k in keys}, config.seed, split, process_index, process_count],
         sort_keys=True,

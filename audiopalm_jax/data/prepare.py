@@ -233,8 +233,14 @@ MARKER = "data_prepared.json"
 
 
 def _data_fingerprint(config: ConfigDict) -> str:
-    keys = ("datasets", "mixture", "warmup_mixture", "tokenize_splits", "audio_tokenizer")
-    keys += ("data_dir",)
+    keys = (
+        "datasets",
+        "mixture",
+        "warmup_mixture",
+        "tokenize_splits",
+        "audio_tokenizer",
+        "data_dir",
+    )
     d = config.data.to_dict()
     return json.dumps({k: d.get(k) for k in keys}, sort_keys=True, default=str)
 
