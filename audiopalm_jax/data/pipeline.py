@@ -39,6 +39,16 @@ FORMATS = ("audiopalm", "speechgpt")
 TOKENS_DIR, TOKENIZER_DIR = "tokens", "audio_tokenizer"
 
 
+def prepared_dirs(data: Mapping[str, Any], workdir: str | None) -> tuple[str, str]:
+    """(tokens dir, audio tokenizer dir): ``data.tokens_dir`` / ``data.audio_tokenizer_dir``
+    when set, else their places in ``workdir`` ("" when neither is given)."""
+    tokens = data.get("tokens_dir", "") or (os.path.join(workdir, TOKENS_DIR) if workdir else "")
+    tok = data.get("audio_tokenizer_dir", "") or (
+        os.path.join(workdir, TOKENIZER_DIR) if workdir else ""
+    )
+    return tokens, tok
+
+
 # -- config ---------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class MixtureEntry:
@@ -354,10 +364,7 @@ def make_examples(
     # Eval splits are shuffled too (with a fixed seed): a few eval batches then cover many
     # sentences per task instead of every task's first records; still deterministic.
     shuffle = bool(d.get("shuffle", True)) if shuffle is None else shuffle
-    tokens_dir = d.get("tokens_dir", "") or (os.path.join(workdir, TOKENS_DIR) if workdir else "")
-    tok_dir = d.get("audio_tokenizer_dir", "") or (
-        os.path.join(workdir, TOKENIZER_DIR) if workdir else ""
-    )
+    tokens_dir, tok_dir = prepared_dirs(d, workdir)
     root = data_dir(config)
     sources: dict[str, RecordSource] = {}
 

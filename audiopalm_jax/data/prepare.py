@@ -54,13 +54,9 @@ def _set(config: ConfigDict, key: str, value: Any) -> None:
 def resolve_dirs(config: ConfigDict, workdir: str | None) -> tuple[str, str]:
     """(tokens dir, audio tokenizer dir); fills ``data.tokens_dir`` / ``audio_tokenizer_dir``
     from ``workdir`` when unset, so the training iterator finds them."""
-    d = config.data
-    tokens = d.get("tokens_dir", "") or ""
-    tok = d.get("audio_tokenizer_dir", "") or ""
-    if not (tokens and tok) and not workdir:
+    tokens, tok = pipeline.prepared_dirs(config.data, os.path.abspath(workdir) if workdir else None)
+    if not (tokens and tok):
         raise ValueError("prepare needs --workdir (or data.tokens_dir + data.audio_tokenizer_dir)")
-    tokens = tokens or os.path.join(os.path.abspath(workdir), pipeline.TOKENS_DIR)
-    tok = tok or os.path.join(os.path.abspath(workdir), pipeline.TOKENIZER_DIR)
     _set(config, "tokens_dir", tokens)
     _set(config, "audio_tokenizer_dir", tok)
     return tokens, tok

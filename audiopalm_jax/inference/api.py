@@ -84,20 +84,31 @@ class AudioPaLM:
 
         Only the parameters are read (no optimizer state), straight into their shardings
         on the training config's mesh (or ``mesh_config``; a mesh that does not fit the
-        local devices falls back to data parallelism). The audio tokenizer is
-        ``<workdir>/audio_tokenizer`` unless given (an object or a directory).
+        local devices falls back to data parallelism). The audio tokenizer is the one given
+        (an object or a directory), else ``<workdir>/audio_tokenizer``, else the training
+        config's ``data.audio_tokenizer_dir``.
         """
+        from audiopalm_jax.data.pipeline import TOKENIZER_DIR
         from audiopalm_jax.inference.loading import load_checkpoint
 
         loaded = load_checkpoint(path, step=step, mesh_config=mesh_config)
         tok = audio_tokenizer
-        if tok is None or isinstance(tok, str):
-            tok_dir = tok or os.path.join(loaded.workdir, "audio_tokenizer")
-            tok = None
-            if os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
-                from audiopalm_jax.audio import load_tokenizer
+        if isinstance(tok, str) and not os.path.exists(os.path.join(tok, "tokenizer.json")):
+            raise FileNotFoundError(f"audio_tokenizer={tok!r} has no tokenizer.json")
+        if tok is None:
+            # The workdir's own copy first: the configured path is absolute and goes stale
+            # when a workdir is moved.
+            configured = loaded.config.get("data", {}).get("audio_tokenizer_dir", "")
+            found = [
+                d
+                for d in (os.path.join(loaded.workdir, TOKENIZER_DIR), configured)
+                if d and os.path.exists(os.path.join(d, "tokenizer.json"))
+            ]
+            tok = found[0] if found else None
+        if isinstance(tok, str):
+            from audiopalm_jax.audio import load_tokenizer
 
-                tok = load_tokenizer(tok_dir)
+            tok = load_tokenizer(tok)
         return cls(
             loaded.model_config,
             loaded.params,

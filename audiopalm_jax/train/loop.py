@@ -175,12 +175,13 @@ def _evaluate_loss(setup, eval_step, params, batches: Iterator, num_batches: int
 def _evaluate_tasks(config, workdir: str, setup: TrainSetup, vocab: JointVocab, params, step: int):
     """Task metrics (WER, BLEU, ASR-BLEU ...) of the live params on a small slice of the
     periodic splits, through evaluation/; also written to ``workdir/eval/<step>/``."""
+    from audiopalm_jax.data import pipeline
     from audiopalm_jax.evaluation.run import evaluate_workdir, evaluation_settings
     from audiopalm_jax.inference.api import AudioPaLM
 
     settings = evaluation_settings(config)
     tokenizer = None
-    tokenizer_dir = os.path.join(workdir, "audio_tokenizer")
+    _, tokenizer_dir = pipeline.prepared_dirs(config.data, workdir)
     if os.path.exists(os.path.join(tokenizer_dir, "tokenizer.json")):
         from audiopalm_jax.audio import load_tokenizer
 

@@ -72,3 +72,28 @@ def test_periodic_task_evaluation_logged_and_used_for_best(tmp_path):
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, best_metric=key)
     best = min((2, 4), key=lambda s: rows[s][key])
     assert best in ckpt.all_steps() and 4 in ckpt.all_steps()
+
+
+def test_prepared_data_outside_the_workdir(tmp_path):
+    """Tokens and tokenizer prepared once elsewhere (data.tokens_dir / audio_tokenizer_dir):
+    the periodic evaluation and from_pretrained find the configured tokenizer."""
+    import pytest
+
+    from audiopalm_jax.inference.api import AudioPaLM
+
+    config = _config(str(tmp_path / "tfds"))
+    config.num_train_steps = 2
+    config.data.tokens_dir = str(tmp_path / "shared" / "tokens")
+    config.data.audio_tokenizer_dir = str(tmp_path / "shared" / "audio_tokenizer")
+    workdir = str(tmp_path / "run")
+    prepare.prepare(config, workdir)
+    assert not os.path.exists(os.path.join(workdir, "audio_tokenizer"))
+    train(config, workdir)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = {r["step"]: r for r in map(json.loads, f)}
+    assert rows[2]["eval/validation/num_examples/asr"] == 2
+    model = AudioPaLM.from_pretrained(workdir)
+    assert model.audio_tokenizer is not None
+    assert model.audio_tokenizer.num_tokens == 32
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        AudioPaLM.from_pretrained(workdir, audio_tokenizer=str(tmp_path / "nowhere"))
