@@ -9,6 +9,7 @@ from .base import (
     PAD_TOKEN,
     AudioTokenizer,
     expand_repeats,
+    is_saved_tokenizer,
     load_tokenizer,
     merge_repeats,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "MelKMeansTokenizer",
     "W2vBertTokenizer",
     "expand_repeats",
+    "is_saved_tokenizer",
     "load_audio",
     "load_tokenizer",
     "merge_repeats",

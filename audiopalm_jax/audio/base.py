@@ -131,6 +131,11 @@ class AudioTokenizer(abc.ABC):
         )
 
 
+def is_saved_tokenizer(directory: str) -> bool:
+    """Whether ``directory`` holds a tokenizer saved with :meth:`AudioTokenizer.save`."""
+    return os.path.exists(os.path.join(directory, CONFIG_FILE))
+
+
 def load_tokenizer(directory: str) -> AudioTokenizer:
     """Loads any tokenizer saved with :meth:`AudioTokenizer.save`, dispatching on its kind."""
     from safetensors.numpy import load_file
@@ -138,7 +143,7 @@ def load_tokenizer(directory: str) -> AudioTokenizer:
     from . import mel_tokenizer, w2v_bert_tokenizer  # noqa: F401  (register the kinds)
 
     path = os.path.join(directory, CONFIG_FILE)
-    if not os.path.exists(path):
+    if not is_saved_tokenizer(directory):
         raise FileNotFoundError(f"no {CONFIG_FILE} in {directory!r}: not a saved audio tokenizer")
     with open(path) as f:
         meta = json.load(f)

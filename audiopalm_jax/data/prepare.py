@@ -131,9 +131,9 @@ def _fit_audio(config: ConfigDict, alias: str, max_records: int) -> list[np.ndar
 
 def ensure_tokenizer(config: ConfigDict, tokenizer_dir: str) -> AudioTokenizer:
     """Loads the audio tokenizer, fitting it on training audio first if missing."""
-    from audiopalm_jax.audio import load_tokenizer
+    from audiopalm_jax.audio import is_saved_tokenizer, load_tokenizer
 
-    if os.path.exists(os.path.join(tokenizer_dir, "tokenizer.json")):
+    if is_saved_tokenizer(tokenizer_dir):
         tok = load_tokenizer(tokenizer_dir)
     else:
         from audiopalm_jax.audio.commands import fit_tokenizer

@@ -88,13 +88,12 @@ class AudioPaLM:
         (an object or a directory), else ``<workdir>/audio_tokenizer``, else the training
         config's ``data.audio_tokenizer_dir``.
         """
+        from audiopalm_jax.audio import is_saved_tokenizer, load_tokenizer
         from audiopalm_jax.data.pipeline import TOKENIZER_DIR
         from audiopalm_jax.inference.loading import load_checkpoint
 
         loaded = load_checkpoint(path, step=step, mesh_config=mesh_config)
         tok = audio_tokenizer
-        if isinstance(tok, str) and not os.path.exists(os.path.join(tok, "tokenizer.json")):
-            raise FileNotFoundError(f"audio_tokenizer={tok!r} has no tokenizer.json")
         if tok is None:
             # The workdir's own copy first: the configured path is absolute and goes stale
             # when a workdir is moved.
@@ -102,12 +101,10 @@ class AudioPaLM:
             found = [
                 d
                 for d in (os.path.join(loaded.workdir, TOKENIZER_DIR), configured)
-                if d and os.path.exists(os.path.join(d, "tokenizer.json"))
+                if d and is_saved_tokenizer(d)
             ]
             tok = found[0] if found else None
-        if isinstance(tok, str):
-            from audiopalm_jax.audio import load_tokenizer
-
+        if isinstance(tok, str):  # load_tokenizer names a directory that holds none
             tok = load_tokenizer(tok)
         return cls(
             loaded.model_config,

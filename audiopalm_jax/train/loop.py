@@ -180,11 +180,11 @@ def _evaluate_tasks(config, workdir: str, setup: TrainSetup, vocab: JointVocab, 
     from audiopalm_jax.inference.api import AudioPaLM
 
     settings = evaluation_settings(config)
+    from audiopalm_jax.audio import is_saved_tokenizer, load_tokenizer
+
     tokenizer = None
     _, tokenizer_dir = pipeline.prepared_dirs(config.data, workdir)
-    if os.path.exists(os.path.join(tokenizer_dir, "tokenizer.json")):
-        from audiopalm_jax.audio import load_tokenizer
-
+    if is_saved_tokenizer(tokenizer_dir):
         tokenizer = load_tokenizer(tokenizer_dir)
     model = AudioPaLM(
         setup.model_config,
