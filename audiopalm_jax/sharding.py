@@ -165,14 +165,20 @@ def axis_rules(rules: Sequence[Sequence[Any]]) -> Iterator[None]:
         _RULES.reset(token)
 
 
-def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
-    """Sharding constraint by logical names; a no-op outside a mesh or without rules."""
+def current_spec(logical_axes: Sequence[str | None], shape: Sequence[int]) -> PartitionSpec | None:
+    """The PartitionSpec the active rules give these logical axes on the current mesh;
+    None outside a mesh of more than one device or without rules."""
     rules = _RULES.get()
     mesh = jax.sharding.get_abstract_mesh()
     if rules is None or mesh.empty or mesh.size == 1:
-        return x
-    spec = logical_to_spec(logical_axes, rules, mesh, x.shape)
-    return jax.lax.with_sharding_constraint(x, spec)
+        return None
+    return logical_to_spec(logical_axes, rules, mesh, shape)
+
+
+def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
+    """Sharding constraint by logical names; a no-op outside a mesh or without rules."""
+    spec = current_spec(logical_axes, x.shape)
+    return x if spec is None else jax.lax.with_sharding_constraint(x, spec)
 
 
 def named_shardings(logical_specs: Any, shapes: Any, mesh: Mesh, rules) -> Any:

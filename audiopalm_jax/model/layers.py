@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from audiopalm_jax.model.config import ModelConfig
-from audiopalm_jax.sharding import constrain
+from audiopalm_jax.sharding import constrain, current_spec
 
 # Parameters carry logical names and are placed by explicit out_shardings, not eagerly.
 nnx.use_eager_sharding(False)
@@ -61,7 +61,15 @@ class Embedder(nnx.Module):
         # fsdp-sharded into batch-sharded activations makes XLA replicate the result.
         # Cast first, so the all-gathered table (and its gradient) is in the compute
         # dtype, as for every FSDP weight, not a whole f32 copy per chip.
-        table = constrain(self.embedding[...].astype(self.dtype), ("vocab", None))
+        table = self.embedding[...].astype(self.dtype)
+        spec = current_spec(("vocab", "embed"), table.shape)
+        if spec is not None and len(spec) > 1 and spec[1] is not None:
+            # The embed dim is gathered. Keep XLA from sinking the cast below the gather:
+            # with 64-way fsdp (shards 64 wide, under a TPU tile) it gathers through a
+            # zero-filled whole table, then f32 (2 GiB a chip for the 8B on v5p-128).
+            # Unsharded, the cast stays free to shrink to the looked-up rows.
+            table = jax.lax.optimization_barrier(table)
+        table = constrain(table, ("vocab", None))
         x = jnp.take(table, tokens, axis=0)
         if self.scale is not None:
             # Gemma rounds the normalizer to the compute dtype before multiplying.

@@ -146,6 +146,19 @@ def test_reports_leaves_the_rules_meant_to_shard(tpu_topologies, load_config):
     assert mlp["bytes_per_device"] > 7 * mlp["intended_bytes_per_device"]  # 100/8 rounds up
 
 
+def test_embedding_table_is_gathered_in_the_compute_dtype(tpu_topologies, load_config):
+    # 64-way fsdp leaves embed shards 64 wide, under a TPU tile: XLA then gathers the
+    # table through a zero-filled whole buffer, and unless the cast is pinned before the
+    # gather that buffer is f32 (the 8B on v5p-128 held 2 GiB of it a chip).
+    config = _small(load_config, d_model=4096, layers=1, batch=64, seq=128)
+    config.model.update(num_kv_heads=4, mlp_dim=256)
+    config.vocab.num_audio_tokens = 8192  # a table big enough to be reported
+    report = cr.compile_report(config, "v5p:4x4x4", layer_costs=False)
+    assert report["mesh"]["fsdp"] == 64 and report["fits"]
+    assert report["sharding_findings"] == [], report["sharding_findings"]
+    assert not any("f32[8448,4096]" in b["shapes"] for b in report["largest_buffers"])
+
+
 def test_cli_writes_the_report(tpu_topologies, tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     out = subprocess.run(
