@@ -148,16 +148,7 @@ def _block(block: nnx.Module, cfg: ModelConfig, x: jax.Array, attn_out_fn) -> ja
 
 def _logits(model: nnx.Module, x: jax.Array) -> jax.Array:
     """Final norm + output projection of [b, d] -> [b, vocab] float32."""
-    cfg = model.cfg
-    x = model.final_norm(x)
-    if cfg.tie_embeddings:
-        logits = model.embedder.decode(x[:, None])[:, 0]
-    else:
-        logits = x @ model.lm_head[...].astype(x.dtype)
-    logits = logits.astype(jnp.float32)
-    if cfg.final_logit_softcap:
-        logits = jnp.tanh(logits / cfg.final_logit_softcap) * cfg.final_logit_softcap
-    return constrain(logits, ("activation_batch", "activation_vocab"))
+    return model.logits(model.final_norm(x))
 
 
 def prefill(

@@ -46,7 +46,7 @@ class RMSNorm(nnx.Module):
 
 
 class Embedder(nnx.Module):
-    """Token embedding, also the output projection when embeddings are tied."""
+    """Token embedding (also the output projection when tied: ``Transformer.output_weight``)."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         init = nnx.initializers.normal(cfg.embed_init_std)
@@ -75,9 +75,6 @@ class Embedder(nnx.Module):
             # Gemma rounds the normalizer to the compute dtype before multiplying.
             x = x * jnp.asarray(self.scale, self.dtype)
         return x  # [batch, length, embed]
-
-    def decode(self, x: jax.Array) -> jax.Array:
-        return jnp.einsum("bld,vd->blv", x, self.embedding[...].astype(self.dtype))
 
 
 def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:

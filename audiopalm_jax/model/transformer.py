@@ -87,7 +87,28 @@ class Transformer(nnx.Module):
         dropout_rng: jax.Array | None = None,
     ) -> tuple[jax.Array, Cache | None]:
         """Returns (logits [batch, length, vocab] float32, updated cache or None)."""
-        cfg = self.cfg
+        x, new_cache = self.hidden_states(
+            tokens,
+            positions,
+            segment_ids=segment_ids,
+            prefix_mask=prefix_mask,
+            cache=cache,
+            dropout_rng=dropout_rng,
+        )
+        return self.logits(x), new_cache
+
+    def hidden_states(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array,
+        *,
+        segment_ids: jax.Array | None = None,
+        prefix_mask: jax.Array | None = None,
+        cache: Cache | None = None,
+        dropout_rng: jax.Array | None = None,
+    ) -> tuple[jax.Array, Cache | None]:
+        """As ``__call__`` up to the final norm: ([batch, length, embed], cache or None).
+        The train step projects these to logits a chunk at a time (``loss_chunk_length``)."""
         b, length = tokens.shape
         if segment_ids is None:
             segment_ids = jnp.ones((b, length), jnp.int32)
@@ -118,14 +139,6 @@ class Transformer(nnx.Module):
         x = constrain(self.embedder.encode(tokens), _ACT)
         x, new_layer_caches = self._run_blocks(x, positions, mask, layer_caches, index, dropout_rng)
         x = self.final_norm(x)
-        if cfg.tie_embeddings:
-            logits = self.embedder.decode(x)
-        else:
-            logits = x @ self.lm_head[...].astype(x.dtype)
-        logits = logits.astype(jnp.float32)
-        if cfg.final_logit_softcap:
-            logits = jnp.tanh(logits / cfg.final_logit_softcap) * cfg.final_logit_softcap
-        logits = constrain(logits, ("activation_batch", "activation_length", "activation_vocab"))
 
         new_cache = None
         if cache is not None:
@@ -133,7 +146,25 @@ class Transformer(nnx.Module):
             new_cache["segment_ids"] = kv_segments
             new_cache["prefix_mask"] = cache["prefix_mask"] if kv_prefix is None else kv_prefix
             new_cache["index"] = index + length
-        return logits, new_cache
+        return x, new_cache
+
+    def output_weight(self) -> jax.Array:
+        """The output projection [embed, vocab] in the compute dtype (tied: the embedding)."""
+        dt = jnp.dtype(self.cfg.dtype)
+        if self.cfg.tie_embeddings:
+            return self.embedder.embedding[...].astype(dt).T
+        return self.lm_head[...].astype(dt)
+
+    def logits(self, x: jax.Array, weight: jax.Array | None = None) -> jax.Array:
+        """Final-norm states [..., embed] -> logits [..., vocab] float32. ``weight``:
+        ``output_weight()``, taken once by a caller that projects chunk by chunk."""
+        cfg = self.cfg
+        w = self.output_weight() if weight is None else weight
+        logits = jnp.einsum("...d,dv->...v", x, w).astype(jnp.float32)
+        if cfg.final_logit_softcap:
+            logits = jnp.tanh(logits / cfg.final_logit_softcap) * cfg.final_logit_softcap
+        names = ("activation_batch", "activation_length")[: x.ndim - 1]
+        return constrain(logits, (*names, "activation_vocab"))
 
     def _run_blocks(self, x, positions, mask, caches, index, dropout_rng):
         cfg = self.cfg

@@ -24,6 +24,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.best_metric = ""  # e.g. "eval/loss": also keep the best checkpoint by it
     c.best_mode = "min"
     c.z_loss = 1e-4
+    # > 0: logits and loss over this many positions at a time (must divide data.seq_len),
+    # recomputed in the backward pass, so [batch, seq, vocab] f32 logits never exist whole.
+    c.loss_chunk_length = 0
     c.init_from = ""  # a HF model directory (Llama/Qwen2/Gemma) to start from
     c.peak_flops_per_device = 0.0  # 0: from a table by device kind, or measured on CPU
     c.topology = ""  # TPU topology the config is meant for, e.g. "v5p:4x4x4"

@@ -257,10 +257,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             seed=config.seed,
             z_loss=config.get("z_loss", 0.0),
             grad_accum_steps=config.optimizer.get("grad_accum_steps", 1),
+            loss_chunk_length=config.get("loss_chunk_length", 0),
         )
         eval_every = int(config.get("eval_every_steps", 0))
         task_eval_every = int(config.get("evaluation", {}).get("every_steps", 0))
-        eval_step = make_eval_step(setup) if eval_every else None
+        eval_step = (
+            make_eval_step(setup, config.get("loss_chunk_length", 0)) if eval_every else None
+        )
         writer = MetricsWriter(workdir, num_steps, start)
         peak, peak_source = peak_flops_per_device(config.get("peak_flops_per_device", 0.0))
         on_cpu = jax.devices()[0].platform == "cpu"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+LOSS_SUM_KEYS = ("loss_sum", "z_loss_sum", "correct_sum", "weight_sum")
+
 
 def weighted_cross_entropy(
     logits: jax.Array,  # [batch, length, vocab] float32

@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from audiopalm_jax import sharding
 from audiopalm_jax.model import ModelConfig, Transformer
-from audiopalm_jax.train.loss import weighted_cross_entropy
+from audiopalm_jax.train.loss import LOSS_SUM_KEYS, weighted_cross_entropy
 
 State = dict[str, Any]  # {"step": int32[], "params": {...}, "opt_state": optax state}
 BATCH_KEYS = ("inputs", "targets", "loss_weights", "segment_ids", "positions", "prefix_mask")
@@ -153,22 +153,66 @@ def init_state(setup: TrainSetup, seed: int, params: Mapping | None = None) -> S
 
 
 def batch_loss_sums(
-    graphdef: nnx.GraphDef, params: Any, batch: Mapping, z_loss: float = 0.0, dropout_rng=None
+    graphdef: nnx.GraphDef,
+    params: Any,
+    batch: Mapping,
+    z_loss: float = 0.0,
+    dropout_rng=None,
+    loss_chunk_length: int = 0,
 ) -> dict[str, jax.Array]:
-    """The model on a training-format batch -> summed loss statistics (see loss.py)."""
+    """The model on a training-format batch -> summed loss statistics (see loss.py).
+
+    ``loss_chunk_length`` > 0: the output projection and the loss run over that many
+    positions at a time, each chunk's logits recomputed in the backward pass, so the
+    [batch, length, vocab] f32 logits never exist whole (the largest buffers of a big-vocab
+    step). Same sums up to float rounding.
+    """
     model = nnx.merge(graphdef, nnx.State(params))
-    logits, _ = model(
+    x, _ = model.hidden_states(
         batch["inputs"],
         batch["positions"],
         segment_ids=batch["segment_ids"],
         prefix_mask=batch["prefix_mask"],
         dropout_rng=dropout_rng,
-    )
-    return weighted_cross_entropy(logits, batch["targets"], batch["loss_weights"], z_loss)
+    )  # [batch, length, embed]
+    targets, weights = batch["targets"], batch["loss_weights"]
+    length = x.shape[1]
+    if not loss_chunk_length or loss_chunk_length >= length:
+        return weighted_cross_entropy(model.logits(x), targets, weights, z_loss)
+    if length % loss_chunk_length:
+        raise ValueError(
+            f"loss_chunk_length={loss_chunk_length} does not divide the sequence length "
+            f"{length}; use a divisor of it, or 0 for the whole sequence"
+        )
+    n = length // loss_chunk_length
+
+    # Cast (and gathered under FSDP) once, outside the loop.
+    w_out = model.output_weight()
+
+    def chunks(a):  # [batch, length, ...] -> [n, batch, chunk, ...]
+        return jnp.moveaxis(a.reshape(a.shape[0], n, loss_chunk_length, *a.shape[2:]), 1, 0)
+
+    @jax.checkpoint
+    def chunk_sums(h, w_out, t, w):
+        return weighted_cross_entropy(model.logits(h, w_out), t, w, z_loss)
+
+    def body(acc, xs):
+        return jax.tree.map(jnp.add, acc, chunk_sums(xs[0], w_out, *xs[1:])), None
+
+    # A scan, not a Python loop: it runs the chunks one after another (unrolled, XLA may
+    # schedule several chunks' logits at once, which cost more memory than it saved).
+    zeros = {k: jnp.zeros((), jnp.float32) for k in LOSS_SUM_KEYS}
+    sums, _ = jax.lax.scan(body, zeros, (chunks(x), chunks(targets), chunks(weights)))
+    return sums
 
 
 def make_train_step(
-    setup: TrainSetup, *, seed: int, z_loss: float = 0.0, grad_accum_steps: int = 1
+    setup: TrainSetup,
+    *,
+    seed: int,
+    z_loss: float = 0.0,
+    grad_accum_steps: int = 1,
+    loss_chunk_length: int = 0,
 ) -> Callable[[State, dict], tuple[State, dict]]:
     """The jitted step: explicit in/out shardings, the state donated."""
     graphdef, tx, schedule = setup.graphdef, setup.tx, setup.schedule
@@ -176,7 +220,7 @@ def make_train_step(
     batch_spec = setup.batch_sharding.spec
 
     def loss_fn(params, mb, rng):
-        sums = batch_loss_sums(graphdef, params, mb, z_loss, rng)
+        sums = batch_loss_sums(graphdef, params, mb, z_loss, rng, loss_chunk_length)
         return sums["loss_sum"], sums
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -214,10 +258,7 @@ def make_train_step(
                 ), None
 
             zeros_g = jax.tree.map(jnp.zeros_like, params)
-            zeros_s = {
-                k: jnp.zeros((), jnp.float32)
-                for k in ("loss_sum", "z_loss_sum", "correct_sum", "weight_sum")
-            }
+            zeros_s = {k: jnp.zeros((), jnp.float32) for k in LOSS_SUM_KEYS}
             (_, grads, sums), _ = jax.lax.scan(accumulate, (0, zeros_g, zeros_s), micro)
         total = jnp.maximum(sums["weight_sum"], 1.0)
         grads = jax.tree.map(lambda g: g / total, grads)
@@ -243,12 +284,12 @@ def make_train_step(
     )
 
 
-def make_eval_step(setup: TrainSetup) -> Callable[[dict, dict], dict]:
+def make_eval_step(setup: TrainSetup, loss_chunk_length: int = 0) -> Callable[[dict, dict], dict]:
     """Jitted loss sums on a batch (no dropout, no update)."""
     graphdef = setup.graphdef
 
     def evaluate(params, batch):
-        return batch_loss_sums(graphdef, params, batch)
+        return batch_loss_sums(graphdef, params, batch, loss_chunk_length=loss_chunk_length)
 
     batch_shardings = {k: setup.batch_sharding for k in BATCH_KEYS}
     return jax.jit(evaluate, in_shardings=(setup.state_shardings["params"], batch_shardings))

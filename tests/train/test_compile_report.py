@@ -118,6 +118,7 @@ def test_oversized_batch_does_not_fit(tpu_topologies, load_config):
     assert report["per_device_bytes"] > report["hbm_usable_bytes"]
     assert report["verdict"].startswith("DOES NOT FIT")
     assert "remat_policy" in report["verdict"] and "grad_accum_steps" in report["verdict"]
+    assert "loss_chunk_length=512" in report["verdict"]  # seq 2048, whole-sequence logits
 
 
 def test_roofline_counts_every_scanned_layer(tpu_topologies, load_config):

@@ -22,7 +22,7 @@ CFG = ModelConfig(
 )
 
 
-def _losses(mesh_config, devices, optimizer="adamw", accum=1, steps=5):
+def _losses(mesh_config, devices, optimizer="adamw", accum=1, steps=5, loss_chunk=0):
     mesh = sharding.make_mesh(mesh_config, devices)
     tx, schedule = make_optimizer(
         dict(
@@ -39,7 +39,7 @@ def _losses(mesh_config, devices, optimizer="adamw", accum=1, steps=5):
     with jax.set_mesh(mesh), sharding.axis_rules(sharding.DEFAULT_RULES):
         setup = make_setup(CFG, tx, schedule, mesh, sharding.DEFAULT_RULES)
         state = init_state(setup, seed=0)
-        step = make_train_step(setup, seed=0, grad_accum_steps=accum)
+        step = make_train_step(setup, seed=0, grad_accum_steps=accum, loss_chunk_length=loss_chunk)
         losses = []
         for i in range(steps):
             state, metrics = step(state, global_batch(setup, synthetic_batch(0, i, 8, 64, 256)))
@@ -86,6 +86,12 @@ def test_adafactor_factored_state_sharded_and_matches(single_device):
 
 def test_gradient_accumulation_matches_full_batch(single_device):
     losses, _ = _losses(dict(data=2, fsdp=2, tensor=2), jax.devices(), accum=2)
+    np.testing.assert_allclose(losses, single_device["adamw"], rtol=1e-5)
+
+
+def test_chunked_loss_matches_whole_sequence(single_device):
+    # Logits and loss 16 positions at a time (4 chunks of the 64), sharded, accumulated.
+    losses, _ = _losses(dict(data=2, fsdp=2, tensor=2), jax.devices(), accum=2, loss_chunk=16)
     np.testing.assert_allclose(losses, single_device["adamw"], rtol=1e-5)
 
 
