@@ -175,13 +175,12 @@ def _evaluate_loss(setup, eval_step, params, batches: Iterator, num_batches: int
 def _evaluate_tasks(config, workdir: str, setup: TrainSetup, vocab: JointVocab, params, step: int):
     """Task metrics (WER, BLEU, ASR-BLEU ...) of the live params on a small slice of the
     periodic splits, through evaluation/; also written to ``workdir/eval/<step>/``."""
+    from audiopalm_jax.audio import is_saved_tokenizer, load_tokenizer
     from audiopalm_jax.data import pipeline
     from audiopalm_jax.evaluation.run import evaluate_workdir, evaluation_settings
     from audiopalm_jax.inference.api import AudioPaLM
 
     settings = evaluation_settings(config)
-    from audiopalm_jax.audio import is_saved_tokenizer, load_tokenizer
-
     tokenizer = None
     _, tokenizer_dir = pipeline.prepared_dirs(config.data, workdir)
     if is_saved_tokenizer(tokenizer_dir):
@@ -252,18 +251,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             ckpt.close()
             return {"step": float(start)}
 
+        loss_chunk_length = config.get("loss_chunk_length", 0)
         train_step = make_train_step(
             setup,
             seed=config.seed,
             z_loss=config.get("z_loss", 0.0),
             grad_accum_steps=config.optimizer.get("grad_accum_steps", 1),
-            loss_chunk_length=config.get("loss_chunk_length", 0),
+            loss_chunk_length=loss_chunk_length,
         )
         eval_every = int(config.get("eval_every_steps", 0))
         task_eval_every = int(config.get("evaluation", {}).get("every_steps", 0))
-        eval_step = (
-            make_eval_step(setup, config.get("loss_chunk_length", 0)) if eval_every else None
-        )
+        eval_step = make_eval_step(setup, loss_chunk_length) if eval_every else None
         writer = MetricsWriter(workdir, num_steps, start)
         peak, peak_source = peak_flops_per_device(config.get("peak_flops_per_device", 0.0))
         on_cpu = jax.devices()[0].platform == "cpu"

@@ -186,7 +186,9 @@ def batch_loss_sums(
         )
     n = length // loss_chunk_length
 
-    # Cast (and gathered under FSDP) once, outside the loop.
+    # Taken once and passed to every chunk: the backward pass then sums the chunks'
+    # gradients of it before one reduction (closed over instead, each chunk reduced its
+    # own: 9 full-weight collectives instead of 3 in the 8B's v5p-128 program).
     w_out = model.output_weight()
 
     def chunks(a):  # [batch, length, ...] -> [n, batch, chunk, ...]
@@ -197,7 +199,8 @@ def batch_loss_sums(
         return weighted_cross_entropy(model.logits(h, w_out), t, w, z_loss)
 
     def body(acc, xs):
-        return jax.tree.map(jnp.add, acc, chunk_sums(xs[0], w_out, *xs[1:])), None
+        h, t, w = xs
+        return jax.tree.map(jnp.add, acc, chunk_sums(h, w_out, t, w)), None
 
     # A scan, not a Python loop: it runs the chunks one after another (unrolled, XLA may
     # schedule several chunks' logits at once, which cost more memory than it saved).
