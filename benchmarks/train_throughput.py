@@ -30,6 +30,9 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up)")
     p.add_argument("--dtype", default="float32", help="compute dtype (bfloat16 on GPU/TPU)")
     p.add_argument("--remat", default="none")
+    p.add_argument(
+        "--attention_chunk_length", type=int, default=0, help="queries per attention chunk"
+    )
     p.add_argument("--skip_torch", action="store_true")
     return p.parse_args(argv)
 
@@ -56,6 +59,7 @@ def bench_jax(args) -> dict:
         tie_embeddings=False,
         dtype=args.dtype,
         remat_policy=args.remat,
+        attention_chunk_length=args.attention_chunk_length,
     )
     mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1))
     tx, schedule = make_optimizer(

@@ -24,6 +24,9 @@ class ModelConfig:
     unit-scale inputs: ``scale_embeddings=True`` with ``embed_init_std=d_model**-0.5``
     (unit inputs and unit logits when tied), as ``configs/demo.py`` does. At 0.02 the
     token signal starts ~50x below the blocks' and learning to read the input is slow.
+    ``attention_chunk_length``: > 0 computes attention that many queries at a time,
+    each chunk recomputed in the backward pass, so the f32 [batch, heads, length, length]
+    scores never exist whole (docs/pod_readiness.md); 0: all queries at once.
     """
 
     vocab_size: int
@@ -50,6 +53,7 @@ class ModelConfig:
     param_dtype: str = "float32"
     scan_layers: bool = True
     remat_policy: str = "none"
+    attention_chunk_length: int = 0  # > 0: attention this many queries at a time
 
     def __post_init__(self):
         if self.mlp_type not in MLP_TYPES:
@@ -57,6 +61,10 @@ class ModelConfig:
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(
                 f"remat_policy={self.remat_policy!r}; allowed: {', '.join(REMAT_POLICIES)}"
+            )
+        if self.attention_chunk_length < 0:
+            raise ValueError(
+                f"attention_chunk_length={self.attention_chunk_length} must be >= 0 (0: off)"
             )
         if self.num_heads % self.num_kv_heads:
             raise ValueError(

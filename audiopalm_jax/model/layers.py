@@ -160,26 +160,75 @@ class Attention(nnx.Module):
             cache = {"k": k, "v": v}
             k, v = k.astype(dt), v.astype(dt)
 
-        b, length, h, hd = q.shape
-        kv_heads = k.shape[2]
-        scale = cfg.query_scale if cfg.query_scale is not None else hd**-0.5
+        scale = cfg.query_scale if cfg.query_scale is not None else q.shape[-1] ** -0.5
         q = q * jnp.asarray(scale, dt)
-        if kv_heads == h:
-            # Multi-head: 4-D einsums. The grouped 5-D form with a group of 1 makes XLA:CPU
-            # transpose around every batched dot (attention fwd+bwd 0.80 s vs 0.38 s per
-            # layer at [2, 16, 1024, 64]).
-            qk, pv, mask = "blhd,bshd->bhls", "bhls,bshd->blhd", mask[:, None]  # [b, h, l, s]
+        chunk = cfg.attention_chunk_length
+        if chunk and q.shape[1] > chunk:
+            out = _query_chunked_attention(q, k, v, mask, chunk, cfg.attn_logit_softcap)
         else:
-            q = q.reshape(b, length, kv_heads, h // kv_heads, hd)
-            qk, pv, mask = "blkgd,bskd->bkgls", "bkgls,bskd->blkgd", mask[:, None, None]
-        logits = jnp.einsum(qk, q, k).astype(jnp.float32)
-        if cfg.attn_logit_softcap:
-            logits = jnp.tanh(logits / cfg.attn_logit_softcap) * cfg.attn_logit_softcap
-        logits = jnp.where(mask, logits, NEG_INF)
-        probs = jax.nn.softmax(logits, axis=-1).astype(dt)
-        out = jnp.einsum(pv, probs, v).reshape(b, length, h, hd)
+            out = _dot_product_attention(q, k, v, mask, cfg.attn_logit_softcap)
         out = jnp.einsum("blhk,hkd->bld", out, self.o[...].astype(dt))
         return out, cache
+
+
+def _dot_product_attention(
+    q: jax.Array,  # [b, l, h, hd], already scaled
+    k: jax.Array,  # [b, s, kv, hd]
+    v: jax.Array,  # [b, s, kv, hd]
+    mask: jax.Array,  # [b, l, s] bool
+    softcap: float | None,
+) -> jax.Array:
+    """Softmax attention with f32 scores -> [b, l, h, hd] in q's dtype."""
+    b, length, h, hd = q.shape
+    kv_heads = k.shape[2]
+    if kv_heads == h:
+        # Multi-head: 4-D einsums. The grouped 5-D form with a group of 1 makes XLA:CPU
+        # transpose around every batched dot (attention fwd+bwd 0.80 s vs 0.38 s per
+        # layer at [2, 16, 1024, 64]).
+        qk, pv, mask = "blhd,bshd->bhls", "bhls,bshd->blhd", mask[:, None]  # [b, h, l, s]
+    else:
+        q = q.reshape(b, length, kv_heads, h // kv_heads, hd)
+        qk, pv, mask = "blkgd,bskd->bkgls", "bkgls,bskd->blkgd", mask[:, None, None]
+    logits = jnp.einsum(qk, q, k).astype(jnp.float32)
+    if softcap:
+        logits = jnp.tanh(logits / softcap) * softcap
+    logits = jnp.where(mask, logits, NEG_INF)
+    probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
+    return jnp.einsum(pv, probs, v).reshape(b, length, h, hd)
+
+
+def _query_chunked_attention(
+    q: jax.Array,  # [b, l, h, hd], already scaled
+    k: jax.Array,  # [b, s, kv, hd]
+    v: jax.Array,  # [b, s, kv, hd]
+    mask: jax.Array,  # [b, l, s] bool
+    chunk: int,
+    softcap: float | None,
+) -> jax.Array:
+    """``_dot_product_attention`` ``chunk`` queries at a time, in a scan whose body is
+    rematerialised: the [b, h, l, s] f32 scores (the biggest activation of long-sequence
+    training) exist one [b, h, chunk, s] slice at a time, in the backward pass too.
+    Queries are padded to a whole number of chunks (padded rows see nothing, are dropped).
+    """
+    b, length = q.shape[:2]
+    n = -(-length // chunk)
+    pad = n * chunk - length
+    if pad:
+        q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+        mask = jnp.pad(mask, ((0, 0), (0, pad), (0, 0)))
+
+    def chunks(a):  # [b, n * chunk, ...] -> [n, b, chunk, ...]
+        return jnp.moveaxis(a.reshape(b, n, chunk, *a.shape[2:]), 1, 0)
+
+    @jax.checkpoint
+    def attend(k, v, q_chunk, mask_chunk):
+        return _dot_product_attention(q_chunk, k, v, mask_chunk, softcap)
+
+    def body(_, xs):
+        return None, attend(k, v, *xs)
+
+    _, out = jax.lax.scan(body, None, (chunks(q), chunks(mask)))  # [n, b, chunk, h, hd]
+    return jnp.moveaxis(out, 0, 1).reshape(b, n * chunk, *out.shape[3:])[:, :length]
 
 
 class MLP(nnx.Module):

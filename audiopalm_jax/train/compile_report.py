@@ -175,6 +175,26 @@ def _costs(compiled: jax.stages.Compiled) -> dict[str, float]:
     return {"flops": float(cost.get("flops", 0.0)), "bytes": float(cost.get("bytes accessed", 0.0))}
 
 
+def _loop_free_compile(
+    config: ml_collections.ConfigDict,
+    devices: Sequence[Any],
+    vocab_size: int,
+    depth: int,
+    rows: int,
+) -> jax.stages.Compiled:
+    """The step at ``depth`` unrolled layers and ``rows`` global rows, without loops."""
+    cfg = copy.deepcopy(config)
+    cfg.model.num_layers, cfg.model.scan_layers = depth, False
+    # The chunked loss and attention are loops too: count the whole-sequence forms instead,
+    # the same FLOPs less the chunks' recompute (one more forward of the output projection,
+    # ~2% of the 8B step; of the attention scores, with remat "full" already recomputed).
+    cfg.loss_chunk_length = 0
+    cfg.model.attention_chunk_length = 0
+    cfg.optimizer.grad_accum_steps = 1
+    cfg.data.batch_size = rows
+    return lower_and_compile(cfg, setup_from_config(cfg, vocab_size, devices), LOOP_FREE_OPTIONS)
+
+
 def layer_extrapolated_costs(
     config: ml_collections.ConfigDict, devices: Sequence[Any], vocab_size: int
 ) -> dict[str, float]:
@@ -184,25 +204,25 @@ def layer_extrapolated_costs(
     collective-matmul loop trips, so the same step is compiled unrolled and without
     windowed einsums at depth 1 and 2; it is linear in depth: c(L) = c1 + (L-1)(c2-c1).
     With ``grad_accum_steps=k`` one microbatch is measured and multiplied by k, which
-    also counts the (cheap, once-per-step) optimizer update k times.
+    also counts the (cheap, once-per-step) optimizer update k times. A microbatch that
+    runs out of memory unchunked (a step that fits only with the chunk knobs) is halved
+    until it compiles, the same way.
     """
     k = int(config.optimizer.get("grad_accum_steps", 1))
-    per_depth, loops = [], 0
-    for depth in (1, 2):
-        cfg = copy.deepcopy(config)
-        cfg.model.num_layers, cfg.model.scan_layers = depth, False
-        # The chunked loss is a loop too: count the whole-sequence projection instead,
-        # the same FLOPs less the chunks' recompute (one more forward of the output
-        # projection, ~2% of the 8B step).
-        cfg.loss_chunk_length = 0
-        cfg.optimizer.grad_accum_steps = 1
-        cfg.data.batch_size = config.data.batch_size // k
-        compiled = lower_and_compile(
-            cfg, setup_from_config(cfg, vocab_size, devices), LOOP_FREE_OPTIONS
-        )
-        loops += compiled.as_text().count(" while(")
-        per_depth.append(_costs(compiled))
-    (c1, c2), layers = per_depth, int(config.model.num_layers)
+    batch = int(config.data.batch_size)
+    while True:
+        try:
+            compiled = [
+                _loop_free_compile(config, devices, vocab_size, depth, batch // k)
+                for depth in (1, 2)
+            ]
+            break
+        except jax.errors.JaxRuntimeError as e:
+            if "RESOURCE_EXHAUSTED" not in str(e) or batch % (2 * k):
+                raise
+            k *= 2
+    loops = sum(c.as_text().count(" while(") for c in compiled)
+    (c1, c2), layers = [_costs(c) for c in compiled], int(config.model.num_layers)
     out = {key: k * (c1[key] + (layers - 1) * (c2[key] - c1[key])) for key in c1}
     out["loops_left"] = loops  # > 0: some work still counted once (an undercount)
     return out
@@ -334,6 +354,8 @@ def _knobs(config: ml_collections.ConfigDict, report: dict, capacity: int) -> li
         seq = int(data.seq_len)
         if not config.get("loss_chunk_length", 0) and seq > 512 and seq % 512 == 0:
             knobs.append("loss_chunk_length=512 (logits a chunk of positions at a time)")
+        if not model.get("attention_chunk_length", 0) and seq > 512:
+            knobs.append("model.attention_chunk_length=512 (attention scores a chunk at a time)")
         knobs.append(f"data.batch_size < {data.batch_size} (now {rows} rows per chip)")
     knobs.append("a bigger slice: fsdp over more chips shrinks state and activations per chip")
     if opt.name == "adamw":

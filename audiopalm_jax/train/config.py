@@ -53,6 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
             param_dtype="float32",
             scan_layers=True,
             remat_policy="none",
+            # > 0: attention this many queries at a time, recomputed in the backward
+            # pass, so [batch, heads, seq, seq] f32 scores never exist whole.
+            attention_chunk_length=0,
         )
     )
     # Optional fields of ModelConfig that are None by default.

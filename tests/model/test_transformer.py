@@ -88,6 +88,42 @@ def test_remat_policies_give_the_same_gradients(policy):
     )
 
 
+@pytest.mark.parametrize("kv_heads", [2, 4])  # grouped-query and multi-head
+def test_query_chunked_attention_matches_whole(kv_heads):
+    """Chunks of 4 queries over 11 positions (a padded last chunk), two packed segments
+    with prefixes, soft-capped scores: same logits and gradients as all queries at once."""
+    tokens, pos = _inputs(2, 11)
+    segments = jnp.array([[1] * 6 + [2] * 5, [1] * 9 + [0] * 2])
+    pos = jnp.array([list(range(6)) + list(range(5)), list(range(9)) + [0, 0]])
+    prefix = jnp.array([[1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0], [1] * 4 + [0] * 7])
+    kw = dict(num_kv_heads=kv_heads, attn_logit_softcap=3.0)
+
+    def logits_and_grads(model):
+        def loss(m):
+            logits = m(tokens, pos, segment_ids=segments, prefix_mask=prefix)[0]
+            return jnp.mean(logits**2), logits
+
+        (_, logits), grads = nnx.value_and_grad(loss, has_aux=True)(model)
+        return logits, nnx.state(grads)
+
+    whole, whole_grads = logits_and_grads(_model(**kw))
+    chunked, chunked_grads = logits_and_grads(_model(attention_chunk_length=4, **kw))
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
+        chunked_grads,
+        whole_grads,
+    )
+
+    # The chunk loop is in the program (the equality above is not two whole-attention runs).
+    def loops(model):
+        graphdef, params = nnx.split(model)
+        forward = jax.jit(lambda p: nnx.merge(graphdef, p)(tokens, pos)[0])
+        return forward.lower(params).as_text().count("stablehlo.while")
+
+    assert loops(_model(attention_chunk_length=4, **kw)) == loops(_model(**kw)) + 1
+
+
 def test_parallel_block_softcap_and_embedding_scale():
     model = _model(
         parallel_block=True,
@@ -116,6 +152,8 @@ def test_config_validation_names_the_bad_value():
         dataclasses.replace(CFG, mlp_type="relu")
     with pytest.raises(ValueError, match="num_heads=4 must be a multiple of num_kv_heads=3"):
         dataclasses.replace(CFG, num_kv_heads=3)
+    with pytest.raises(ValueError, match="attention_chunk_length=-1"):
+        dataclasses.replace(CFG, attention_chunk_length=-1)
     with pytest.raises(ValueError, match="unknown model config keys"):
         ModelConfig.from_dict({"vocab_size": 8, "d_modle": 3})
 

@@ -119,6 +119,7 @@ def test_oversized_batch_does_not_fit(tpu_topologies, load_config):
     assert report["verdict"].startswith("DOES NOT FIT")
     assert "remat_policy" in report["verdict"] and "grad_accum_steps" in report["verdict"]
     assert "loss_chunk_length=512" in report["verdict"]  # seq 2048, whole-sequence logits
+    assert "model.attention_chunk_length=512" in report["verdict"]
 
 
 def test_roofline_counts_every_scanned_layer(tpu_topologies, load_config):
@@ -158,6 +159,29 @@ def test_embedding_table_is_gathered_in_the_compute_dtype(tpu_topologies, load_c
     assert report["mesh"]["fsdp"] == 64 and report["fits"]
     assert report["sharding_findings"] == [], report["sharding_findings"]
     assert not any("f32[8448,4096]" in b["shapes"] for b in report["largest_buffers"])
+
+
+def test_chunked_attention_lowers_the_step_memory(tpu_topologies, load_config):
+    # seq 2048: one layer's f32 scores [2 rows a chip, 4 heads, 2048, 2048] (128 MiB) are
+    # the step's biggest activation; 512-query chunks keep a quarter of them at a time.
+    config = _small(load_config, layers=1, batch=8, seq=2048)
+    whole = cr.compile_report(config, "v5e:2x2", layer_costs=False)
+    config.model.attention_chunk_length = 512
+    chunked = cr.compile_report(config, "v5e:2x2", layer_costs=False)
+    scores = 2 * 4 * 2048 * 2048 * 4
+    saved = whole["per_device_bytes"] - chunked["per_device_bytes"]
+    assert saved > 0.5 * scores, (whole["per_device_bytes"], chunked["per_device_bytes"])
+
+
+def test_roofline_of_a_step_that_fits_only_chunked(tpu_topologies, load_config):
+    # Whole attention scores would be [2 rows a chip, 32 heads, 8192, 8192] f32 (16 GiB,
+    # a v5e chip's HBM); chunked the step fits, and the loop-free cost compiles (whole
+    # attention, so the chunk loop is not counted once) must still find a batch that fits.
+    config = _small(load_config, layers=1, batch=8, seq=8192)
+    config.model.update(num_heads=32, num_kv_heads=32, head_dim=8, attention_chunk_length=512)
+    report = cr.compile_report(config, "v5e:2x2")
+    assert report["fits"], report["verdict"]
+    assert 0.9 < report["flops_per_step"] / report["model_flops_per_step"] < 1.5
 
 
 def test_cli_writes_the_report(tpu_topologies, tmp_path):
