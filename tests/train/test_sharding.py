@@ -1,5 +1,7 @@
 """Sharded training matches a single-device run; parameters land where the rules say."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -22,7 +24,9 @@ CFG = ModelConfig(
 )
 
 
-def _losses(mesh_config, devices, optimizer="adamw", accum=1, steps=5, loss_chunk=0):
+def _losses(
+    mesh_config, devices, optimizer="adamw", accum=1, steps=5, loss_chunk=0, attention_chunk=0
+):
     mesh = sharding.make_mesh(mesh_config, devices)
     tx, schedule = make_optimizer(
         dict(
@@ -37,7 +41,8 @@ def _losses(mesh_config, devices, optimizer="adamw", accum=1, steps=5, loss_chun
         10,
     )
     with jax.set_mesh(mesh), sharding.axis_rules(sharding.DEFAULT_RULES):
-        setup = make_setup(CFG, tx, schedule, mesh, sharding.DEFAULT_RULES)
+        cfg = dataclasses.replace(CFG, attention_chunk_length=attention_chunk)
+        setup = make_setup(cfg, tx, schedule, mesh, sharding.DEFAULT_RULES)
         state = init_state(setup, seed=0)
         step = make_train_step(setup, seed=0, grad_accum_steps=accum, loss_chunk_length=loss_chunk)
         losses = []
@@ -89,9 +94,12 @@ def test_gradient_accumulation_matches_full_batch(single_device):
     np.testing.assert_allclose(losses, single_device["adamw"], rtol=1e-5)
 
 
-def test_chunked_loss_matches_whole_sequence(single_device):
-    # Logits and loss 16 positions at a time (4 chunks of the 64), sharded, accumulated.
-    losses, _ = _losses(dict(data=2, fsdp=2, tensor=2), jax.devices(), accum=2, loss_chunk=16)
+def test_chunked_loss_and_attention_match_whole_sequence(single_device):
+    # Logits and loss 16 positions at a time (4 chunks of the 64), attention 24 queries
+    # at a time (a padded last chunk), sharded, accumulated.
+    losses, _ = _losses(
+        dict(data=2, fsdp=2, tensor=2), jax.devices(), accum=2, loss_chunk=16, attention_chunk=24
+    )
     np.testing.assert_allclose(losses, single_device["adamw"], rtol=1e-5)
 
 
