@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from audiopalm_jax.model import ModelConfig
-from audiopalm_jax.model.layers import NEG_INF, attention_mask, rope
+from audiopalm_jax.model.layers import NEG_INF, attention_mask, query_chunked, rope
 from audiopalm_jax.sharding import constrain
 
 Cache = dict[str, Any]  # {"k": tuple per layer of [b, kv, s, hd], "v": ... [b, kv, hd, s],
@@ -179,6 +179,11 @@ def prefill(
             k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 3, 1)  # [b,kv,p,hd], [b,kv,hd,p]
             for store, val, buf in ((new_k, k, cache["k"][i]), (new_v, v, cache["v"][i])):
                 store.append(jax.lax.dynamic_update_slice(buf, val.astype(buf.dtype), (0,) * 4))
+            chunk = cfg.attention_chunk_length
+            if chunk and p > chunk:  # long prompts: one chunk's scores at a time
+                return query_chunked(
+                    lambda q, m: _attend(block.attn, cfg, q, k, v, m), q, mask, chunk
+                )
             return _attend(block.attn, cfg, q, k, v, mask)
 
         x = _block(block, cfg, x, attn_out)

@@ -26,7 +26,8 @@ class ModelConfig:
     token signal starts ~50x below the blocks' and learning to read the input is slow.
     ``attention_chunk_length``: > 0 computes attention that many queries at a time,
     each chunk recomputed in the backward pass, so the f32 [batch, heads, length, length]
-    scores never exist whole (docs/pod_readiness.md); 0: all queries at once.
+    scores never exist whole (docs/pod_readiness.md); decoding's prompt prefill too.
+    0: all queries at once.
     """
 
     vocab_size: int

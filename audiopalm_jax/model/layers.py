@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -164,7 +166,10 @@ class Attention(nnx.Module):
         q = q * jnp.asarray(scale, dt)
         chunk = cfg.attention_chunk_length
         if chunk and q.shape[1] > chunk:
-            out = _query_chunked_attention(q, k, v, mask, chunk, cfg.attn_logit_softcap)
+            softcap = cfg.attn_logit_softcap
+            out = query_chunked(
+                lambda q, mask: _dot_product_attention(q, k, v, mask, softcap), q, mask, chunk
+            )
         else:
             out = _dot_product_attention(q, k, v, mask, cfg.attn_logit_softcap)
         out = jnp.einsum("blhk,hkd->bld", out, self.o[...].astype(dt))
@@ -197,15 +202,13 @@ def _dot_product_attention(
     return jnp.einsum(pv, probs, v).reshape(b, length, h, hd)
 
 
-def _query_chunked_attention(
-    q: jax.Array,  # [b, l, h, hd], already scaled
-    k: jax.Array,  # [b, s, kv, hd]
-    v: jax.Array,  # [b, s, kv, hd]
+def query_chunked(
+    attend: Callable[[jax.Array, jax.Array], jax.Array],
+    q: jax.Array,  # [b, l, ...] queries
     mask: jax.Array,  # [b, l, s] bool
     chunk: int,
-    softcap: float | None,
 ) -> jax.Array:
-    """``_dot_product_attention`` ``chunk`` queries at a time, in a scan whose body is
+    """``attend(q, mask)`` ``chunk`` queries at a time, in a scan whose body is
     rematerialised: the [b, h, l, s] f32 scores (the biggest activation of long-sequence
     training) exist one [b, h, chunk, s] slice at a time, in the backward pass too.
     Queries are padded to a whole number of chunks (padded rows see nothing, are dropped).
@@ -214,20 +217,18 @@ def _query_chunked_attention(
     n = -(-length // chunk)
     pad = n * chunk - length
     if pad:
-        q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+        q = jnp.pad(q, ((0, 0), (0, pad)) + ((0, 0),) * (q.ndim - 2))
         mask = jnp.pad(mask, ((0, 0), (0, pad), (0, 0)))
 
     def chunks(a):  # [b, n * chunk, ...] -> [n, b, chunk, ...]
         return jnp.moveaxis(a.reshape(b, n, chunk, *a.shape[2:]), 1, 0)
 
-    @jax.checkpoint
-    def attend(k, v, q_chunk, mask_chunk):
-        return _dot_product_attention(q_chunk, k, v, mask_chunk, softcap)
+    attend = jax.checkpoint(attend)
 
     def body(_, xs):
-        return None, attend(k, v, *xs)
+        return None, attend(*xs)
 
-    _, out = jax.lax.scan(body, None, (chunks(q), chunks(mask)))  # [n, b, chunk, h, hd]
+    _, out = jax.lax.scan(body, None, (chunks(q), chunks(mask)))  # [n, b, chunk, ...]
     return jnp.moveaxis(out, 0, 1).reshape(b, n * chunk, *out.shape[3:])[:, :length]
 
 

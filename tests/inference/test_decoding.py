@@ -61,6 +61,8 @@ def _reference_greedy(model, prompt: np.ndarray, n: int, structure=()) -> tuple[
 CONFIGS = {
     "gqa_scanned": {},
     "mha_scanned": dict(num_kv_heads=4),  # multi-head attention takes its own einsums
+    # The 9-token prefill in chunks of 4 queries (the last one padded).
+    "chunked_attention": dict(attention_chunk_length=4),
     "everything_on": dict(
         scan_layers=False,
         qkv_bias=True,
