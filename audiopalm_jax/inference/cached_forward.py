@@ -179,12 +179,13 @@ def prefill(
             k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 3, 1)  # [b,kv,p,hd], [b,kv,hd,p]
             for store, val, buf in ((new_k, k, cache["k"][i]), (new_v, v, cache["v"][i])):
                 store.append(jax.lax.dynamic_update_slice(buf, val.astype(buf.dtype), (0,) * 4))
-            chunk = cfg.attention_chunk_length
-            if chunk and p > chunk:  # long prompts: one chunk's scores at a time
-                return query_chunked(
-                    lambda q, m: _attend(block.attn, cfg, q, k, v, m), q, mask, chunk
-                )
-            return _attend(block.attn, cfg, q, k, v, mask)
+            # Long prompts: one chunk of queries' scores at a time.
+            return query_chunked(
+                lambda q, m: _attend(block.attn, cfg, q, k, v, m),
+                q,
+                mask,
+                cfg.attention_chunk_length,
+            )
 
         x = _block(block, cfg, x, attn_out)
     segments = jax.lax.dynamic_update_slice(cache["segment_ids"], real, (0, 0))

@@ -164,14 +164,13 @@ class Attention(nnx.Module):
 
         scale = cfg.query_scale if cfg.query_scale is not None else q.shape[-1] ** -0.5
         q = q * jnp.asarray(scale, dt)
-        chunk = cfg.attention_chunk_length
-        if chunk and q.shape[1] > chunk:
-            softcap = cfg.attn_logit_softcap
-            out = query_chunked(
-                lambda q, mask: _dot_product_attention(q, k, v, mask, softcap), q, mask, chunk
-            )
-        else:
-            out = _dot_product_attention(q, k, v, mask, cfg.attn_logit_softcap)
+        softcap = cfg.attn_logit_softcap
+        out = query_chunked(
+            lambda q, mask: _dot_product_attention(q, k, v, mask, softcap),
+            q,
+            mask,
+            cfg.attention_chunk_length,
+        )
         out = jnp.einsum("blhk,hkd->bld", out, self.o[...].astype(dt))
         return out, cache
 
@@ -212,8 +211,11 @@ def query_chunked(
     rematerialised: the [b, h, l, s] f32 scores (the biggest activation of long-sequence
     training) exist one [b, h, chunk, s] slice at a time, in the backward pass too.
     Queries are padded to a whole number of chunks (padded rows see nothing, are dropped).
+    ``chunk`` 0, or not fewer queries than it: one ``attend`` call, no loop.
     """
     b, length = q.shape[:2]
+    if not chunk or length <= chunk:
+        return attend(q, mask)
     n = -(-length // chunk)
     pad = n * chunk - length
     if pad:
