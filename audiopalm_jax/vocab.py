@@ -315,9 +315,14 @@ class JointVocab:
             raise ValueError(f"tasks {tasks} read different modalities {sorted(expected)}")
         if expected and got not in expected:
             raise ValueError(f"tasks {tasks} read {expected.pop()}, but the source is {got}")
-        tag = task_tag(tasks, source_language, target_language)
-        ids = self.encode([tag + " ", source])
-        return np.concatenate([ids, [self.sep_id]]).astype(np.int32)
+        ids = [self.tag_ids(tasks, source_language, target_language), self.encode([source])]
+        return np.concatenate(ids + [[self.sep_id]]).astype(np.int32)
+
+    def tag_ids(
+        self, tasks: str | Sequence[str], source_language: str, target_language: str | None
+    ) -> np.ndarray:
+        """The prompt's first ids: the task tag and a space (the source follows)."""
+        return self.encode([task_tag(tasks, source_language, target_language) + " "])
 
     def target_ids(self, outputs: Sequence[str | np.ndarray]) -> np.ndarray:
         """Outputs (in task-tag order) joined by the separator, ending with eos."""

@@ -2,7 +2,8 @@
 
 An example ``{"ids": int32[L], "prompt_len": P}`` becomes one segment of a row::
 
-    inputs[s:s+L]   = ids                 positions = 0..L-1, segment id = k
+    inputs[s:s+L]   = ids                 positions = 0..L-1 (or the example's own
+                                          "positions"), segment id = k
     targets[s:s+L-1] = ids[1:]            (the segment's last position has no target)
     loss_weights    = 1 where the target is a target token (index >= P), the prompt
                       weight where it is a prompt token, 0 on the last position/padding
@@ -68,7 +69,8 @@ def admit(example: Example, seq_len: int, overlong: str) -> tuple[Example | None
         return example, "packed"
     # A truncated example must keep its whole prompt and at least one target token.
     if overlong == "truncate" and p < seq_len:
-        return {"ids": ids[:seq_len], "prompt_len": np.int32(p)}, "truncated"
+        cut = {k: v[:seq_len] if k in ("ids", "positions") else v for k, v in example.items()}
+        return cut, "truncated"
     return None, "dropped_overlong"
 
 
@@ -96,18 +98,21 @@ def pack_rows(rows: Sequence[Sequence[Example]], cfg: PackingConfig) -> dict[str
             if cfg.prompt_loss_weight:
                 out["loss_weights"][r, start:first_target] = cfg.prompt_loss_weight
             out["segment_ids"][r, start:end] = k
-            out["positions"][r, start:end] = np.arange(n)
+            out["positions"][r, start:end] = ex.get("positions", np.arange(n))
             if cfg.prefix_lm:
                 out["prefix_mask"][r, start : start + p] = 1
             start = end
     return out
 
 
-def check_batch(batch: dict[str, np.ndarray]) -> list[tuple[np.ndarray, int]]:
+def check_batch(
+    batch: dict[str, np.ndarray], positions: Callable[[np.ndarray], np.ndarray] | None = None
+) -> list[tuple[np.ndarray, int]]:
     """Validates a batch against docs/contracts.md; returns each segment's (ids, prompt_len).
 
+    ``positions``: a segment's ids -> its expected positions (default ``0..n-1``).
     Raises ValueError on: non-contiguous segments, padding inside a row, positions not
-    restarting at 0, targets that are not the next token of the same segment, loss on a
+    as expected, targets that are not the next token of the same segment, loss on a
     segment's last position or on padding, target tokens without weight 1, or a prefix
     that is not at a segment's start.
     """
@@ -128,8 +133,9 @@ def check_batch(batch: dict[str, np.ndarray]) -> list[tuple[np.ndarray, int]]:
             p = int(prefix.sum())
             if np.any(prefix[:p] != 1):
                 fail(r, f"segment {k}: the prefix is not at the segment start")
-            if np.any(batch["positions"][r, s] != np.arange(n)):
-                fail(r, f"segment {k}: positions do not count from 0")
+            expected = np.arange(n) if positions is None else positions(ids)
+            if np.any(batch["positions"][r, s] != expected):
+                fail(r, f"segment {k}: positions are not the expected ones")
             if np.any(batch["targets"][r, s][:-1] != ids[1:]) or batch["targets"][r, s.stop - 1]:
                 fail(r, f"segment {k}: targets are not the next token within the segment")
             w = batch["loss_weights"][r, s]

@@ -31,6 +31,7 @@ from ml_collections import ConfigDict
 
 from audiopalm_jax.data import speechgpt, tasks
 from audiopalm_jax.data.packing import PackedIterator, PackingConfig
+from audiopalm_jax.positions import SEQUENTIAL, PositionScheme
 from audiopalm_jax.vocab import JointVocab
 
 log = logging.getLogger(__name__)
@@ -261,17 +262,26 @@ class FormatFn:
         vocab: JointVocab,
         fmt: str,
         seed: int = 0,
+        positions: PositionScheme = SEQUENTIAL,
     ):
         if fmt not in FORMATS:
             raise ValueError(f"data.format={fmt!r}; allowed: {FORMATS}")
         self.source, self.entry, self.vocab, self.fmt, self.seed = source, entry, vocab, fmt, seed
         self.fields = entry.task.fields()
+        self.positions = positions
 
     def __call__(self, index: int) -> tasks.Example:
         view = self.source.view(int(index), self.fields)
         if self.fmt == "speechgpt":
-            return speechgpt.format_speechgpt(self.vocab, self.entry.task, view, self.seed)
-        return tasks.format_task(self.vocab, self.entry.task, view)
+            ex = speechgpt.format_speechgpt(self.vocab, self.entry.task, view, self.seed)
+        else:
+            ex = tasks.format_task(self.vocab, self.entry.task, view)
+        if not self.positions.sequential and len(ex["ids"]):
+            ids = ex["ids"]
+            ex["positions"] = self.positions.segment(
+                ids, self.vocab.is_audio(ids), self.vocab.sep_id, int(ex.get("source_start", 0))
+            )
+        return ex
 
 
 def check_markup(vocab: JointVocab, entries: list[MixtureEntry], fmt: str) -> None:
@@ -366,6 +376,7 @@ def make_examples(
     shuffle = bool(d.get("shuffle", True)) if shuffle is None else shuffle
     tokens_dir, tok_dir = prepared_dirs(d, workdir)
     root = data_dir(config)
+    scheme = PositionScheme.of(config.model)
     sources: dict[str, RecordSource] = {}
 
     def mixed(entries: list[MixtureEntry], stage: str):
@@ -383,7 +394,8 @@ def make_examples(
             length = sys.maxsize if num_epochs is None else num_epochs * len(records)
             order = EpochOrder(records, _seed(config.seed, split, i, stage + entry.name), shuffle)
             ds = grain.MapDataset.range(length).map(order)
-            streams.append(ds.map(FormatFn(source, entry, vocab, fmt, config.seed)))
+            format_fn = FormatFn(source, entry, vocab, fmt, config.seed, scheme)
+            streams.append(ds.map(format_fn))
             weights.append(entry.weight)
         return streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, weights)
 

@@ -7,8 +7,11 @@ a waveform. The layout comes only from ``JointVocab.prompt_ids`` / ``target_ids`
 
     ids = prompt (task tag, source, <sep>) + target (outputs joined by <sep>, <eos>)
 
-and the formatted example is ``{"ids": int32[L], "prompt_len": int32[]}``: the first
-``prompt_len`` ids are the bidirectional prefix, the rest are the loss targets.
+and the formatted example is ``{"ids": int32[L], "prompt_len": int32[], "source_start":
+int32[]}``: the first ``prompt_len`` ids are the bidirectional prefix, the rest are the
+loss targets; the source begins at ``source_start`` (after the task tag). An example may
+also carry ``"positions": int32[L]`` (the aligned position scheme); without them a
+segment's positions count from 0.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from audiopalm_jax.vocab import (
     language_name,
 )
 
-Example = dict[str, np.ndarray]  # {"ids": int32[L], "prompt_len": int32[]}
+Example = dict[str, np.ndarray]  # {"ids": int32[L], "prompt_len": int32[], ...}
 
 
 def empty_example() -> Example:
@@ -36,9 +39,13 @@ def empty_example() -> Example:
     return {"ids": np.zeros((0,), np.int32), "prompt_len": np.int32(0)}
 
 
-def make_example(prompt: np.ndarray, target: np.ndarray) -> Example:
+def make_example(prompt: np.ndarray, target: np.ndarray, source_start: int = 0) -> Example:
     ids = np.concatenate([prompt, target]).astype(np.int32)
-    return {"ids": ids, "prompt_len": np.int32(len(prompt))}
+    return {
+        "ids": ids,
+        "prompt_len": np.int32(len(prompt)),
+        "source_start": np.int32(source_start),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +152,8 @@ def format_task(vocab: JointVocab, spec: TaskSpec, example: Mapping[str, Any]) -
     )  # [P]: tag, source, <sep>
     outputs = [get_field(example, lang, modality) for modality, lang in spec.outputs()]
     target = vocab.target_ids(outputs)  # [T]: outputs joined by <sep>, <eos>
-    return make_example(prompt, target)
+    tag = vocab.tag_ids(list(spec.tasks), spec.source_language, spec.target_language)
+    return make_example(prompt, target, source_start=len(tag))
 
 
 def parse_target(vocab: JointVocab, ids: Sequence[int] | np.ndarray) -> list[str | np.ndarray]:

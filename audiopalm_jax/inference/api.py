@@ -31,6 +31,7 @@ from audiopalm_jax.inference.cached_forward import for_decoding
 from audiopalm_jax.inference.constraints import TokenSpace, output_modalities, structure_arrays
 from audiopalm_jax.inference.inputs import Generation, SpeechTokens
 from audiopalm_jax.model import ModelConfig
+from audiopalm_jax.positions import PositionScheme
 from audiopalm_jax.vocab import TASK_SOURCE, JointVocab
 
 PROMPT_BUCKET = 64  # prompt lengths round up to this
@@ -220,8 +221,11 @@ class AudioPaLM:
         structures: list[tuple[str, ...]],
         limits: list[int],
         sampling: decoding.SamplingConfig | str | dict | None = None,
+        source_starts: list[int] | None = None,
     ) -> list[Generation]:
-        """Batched decoding of ready-made prompts; ``structures`` are output modalities."""
+        """Batched decoding of ready-made prompts; ``structures`` are output modalities,
+        ``source_starts`` where each prompt's source begins (its task tag's length; 0)."""
+        source_starts = source_starts or [0] * len(prompts)
         s = decoding.SamplingConfig.parse(sampling)
         order = np.argsort([len(p) for p in prompts], kind="stable")  # similar lengths batch
         results: list[Generation | None] = [None] * len(prompts)
@@ -248,6 +252,8 @@ class AudioPaLM:
                     num_phases=counts,
                     limits=lim,
                     sampling=s,
+                    scheme=PositionScheme.of(self.model_config),
+                    source_starts=np.asarray([source_starts[i] for i in take], np.int32),
                 )
             for j, i in enumerate(idx):
                 ids = out.tokens[j, : int(out.lengths[j])]
@@ -288,6 +294,7 @@ class AudioPaLM:
             rows = [np.asarray(p, np.int32) for p in ([prompt] if single else prompt)]
             structures = [()] * len(rows)
             limits = [max_new_tokens or 256] * len(rows)
+            starts = None  # raw prompts: the aligned scheme restarts at the prompt start
         else:
             tasks = inputs.parse_tasks(task)
             if source_language is None:
@@ -301,7 +308,8 @@ class AudioPaLM:
             rows = [self.vocab.prompt_ids(list(tasks), src, tgt, s) for s in sources]
             structures = [output_modalities(tasks)] * len(rows)
             limits = [max_new_tokens or self._max_new(tasks, s) for s in sources]
-        out = self.decode_prompts(rows, structures, limits, sampling)
+            starts = [len(self.vocab.tag_ids(list(tasks), src, tgt))] * len(rows)
+        out = self.decode_prompts(rows, structures, limits, sampling, starts)
         return out[0] if single else out
 
     def _run(self, tasks, source, src, tgt, sampling, max_new_tokens, sample_rate=None):

@@ -34,7 +34,10 @@ def beam_search(
     step: Callable[[dict, jax.Array, jax.Array], tuple[jax.Array, dict]],
     logits: jax.Array,  # [batch, vocab] after the prompt
     cache: dict,  # prefilled, batch rows
-    lengths: jax.Array,  # [batch] prompt lengths
+    last_position: jax.Array,  # [batch] RoPE position of the prompt's last token
+    last_token: jax.Array,  # [batch] the prompt's last token
+    # (position, token) [batch, beams] -> the next position
+    clock: Callable[[jax.Array, jax.Array], jax.Array],
     modalities: jax.Array,  # [batch, phases]
     num_phases: jax.Array,  # [batch]
     length_penalty: jax.Array,
@@ -47,15 +50,16 @@ def beam_search(
     k, n = num_beams, max_new_tokens
     b, v = logits.shape
     cache = cached_forward.repeat(cache, k)
-    flat_lengths = _repeat(lengths, k, 0)  # [batch * beams]
     flat_mod, flat_phases = _repeat(modalities, k, 0), _repeat(num_phases, k, 0)
     logits = _repeat(logits, k, 0)  # [batch * beams, vocab]
 
     def penalty(length):
         return jnp.asarray(length, jnp.float32) ** length_penalty
 
-    def expand(i, logits, alive_logp, alive_seq, alive_phase, fin):
-        """One step of candidates: new alive pool and finished pool."""
+    def expand(i, logits, alive_logp, alive_seq, alive_phase, alive_next, fin):
+        """One step of candidates: new alive pool and finished pool.
+
+        ``alive_next`` [batch, beams]: the position a beam's next token takes."""
         fin_seq, fin_score, fin_len = fin
         allowed = allowed_mask(space, flat_mod, flat_phases, alive_phase.reshape(-1))
         logp = jax.nn.log_softmax(jnp.where(allowed, logits, NEG), axis=-1)
@@ -82,7 +86,17 @@ def beam_search(
             flat_phases,
         )
         flat_origin = (jnp.arange(b)[:, None] * k + origin).reshape(-1)  # [batch * beams]
-        return token, flat_origin, alive_logp, _take(seq, sel), phase.reshape(b, k), fin
+        position = _take(alive_next, origin)  # [batch, k] of the chosen tokens
+        return (
+            token,
+            position,
+            flat_origin,
+            alive_logp,
+            _take(seq, sel),
+            phase.reshape(b, k),
+            clock(position, token),
+            fin,
+        )
 
     alive_logp = jnp.where(jnp.arange(k)[None, :] == 0, 0.0, NEG) * jnp.ones((b, 1))
     alive_seq = jnp.full((b, k, n), -1, jnp.int32)
@@ -92,23 +106,24 @@ def beam_search(
         jnp.full((b, k), NEG, jnp.float32),
         jnp.zeros((b, k), jnp.int32),
     )
-    state = expand(0, logits, alive_logp, alive_seq, alive_phase, fin)
+    first = clock(last_position[:, None], last_token[:, None]) * jnp.ones((1, k), jnp.int32)
+    state = expand(0, logits, alive_logp, alive_seq, alive_phase, first, fin)
 
     def cond(carry):
-        i, _, _, _, alive_logp, _, _, fin = carry
+        i, _, _, _, _, alive_logp, _, _, _, fin = carry
         # Log-probs only fall, so an alive beam's best final score is logp / max penalty.
         best = jnp.max(alive_logp, axis=1) / jnp.maximum(penalty(n), penalty(i + 1))
         worst_finished = fin[1][:, -1]
         return (i < n) & ~jnp.all(worst_finished >= best)
 
     def body(carry):
-        i, cache, token, flat_origin, alive_logp, alive_seq, alive_phase, fin = carry
+        i, cache, token, position, flat_origin, alive_logp, alive_seq, alive_phase, nxt, fin = carry
         cache = cached_forward.reorder(cache, flat_origin)
-        logits, cache = step(cache, token.reshape(-1), flat_lengths + i - 1)
-        return (i + 1, cache) + expand(i, logits, alive_logp, alive_seq, alive_phase, fin)
+        logits, cache = step(cache, token.reshape(-1), position.reshape(-1))
+        return (i + 1, cache) + expand(i, logits, alive_logp, alive_seq, alive_phase, nxt, fin)
 
     carry = jax.lax.while_loop(cond, body, (jnp.int32(1), cache) + state)
-    i, _, _, _, alive_logp, alive_seq, _, (fin_seq, fin_score, fin_len) = carry
+    i, _, _, _, _, alive_logp, alive_seq, _, _, (fin_seq, fin_score, fin_len) = carry
     # Rows that hit max_new_tokens: alive beams compete with their length-i score.
     score = jnp.concatenate([fin_score, alive_logp / penalty(i)], axis=1)  # [batch, 2k]
     seq = jnp.concatenate([fin_seq, alive_seq], axis=1)

@@ -157,6 +157,7 @@ def prefill(
     lengths: jax.Array,  # [b] int32 real tokens per row
     cache_length: int,
     layers: list[nnx.Module] | None = None,
+    positions: jax.Array | None = None,  # [b, p] int32 RoPE positions; None: 0, 1, ...
 ) -> tuple[jax.Array, Cache]:
     """Prompts (the bidirectional prefix) into a fresh cache -> (last logits [b, vocab], cache).
 
@@ -167,7 +168,8 @@ def prefill(
     col = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
     start = (p - lengths)[:, None]
     real = (col >= start).astype(jnp.int32)  # segment 1 = prompt, 0 = left padding
-    positions = jnp.maximum(col - start, 0)
+    if positions is None:
+        positions = jnp.maximum(col - start, 0)
     mask = attention_mask(real, real, col, col, real, real)  # [b, p, p]
     cache = init_cache(cfg, b, cache_length)
     new_k, new_v = [], []

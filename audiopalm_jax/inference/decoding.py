@@ -25,6 +25,7 @@ from flax import nnx
 from audiopalm_jax.inference import beam as beam_lib
 from audiopalm_jax.inference.cached_forward import blocks, decode_step, prefill
 from audiopalm_jax.inference.constraints import TokenSpace, advance, allowed_mask
+from audiopalm_jax.positions import SEQUENTIAL, PositionScheme
 
 Params = dict[str, Any]
 METHODS = ("greedy", "sample", "beam")
@@ -99,6 +100,27 @@ def left_pad(
     return out, lengths
 
 
+def prompt_positions(
+    space: TokenSpace,
+    scheme: PositionScheme,
+    prompts: np.ndarray,  # [batch, prompt] left-padded
+    lengths: np.ndarray,  # [batch]
+    source_starts: np.ndarray | None = None,  # [batch]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(RoPE positions [batch, prompt], 0 on the left padding; restarts [batch]): where
+    each output span after a ``<sep>`` starts again."""
+    b, p = prompts.shape
+    starts = np.zeros((b,), np.int32) if source_starts is None else np.asarray(source_starts)
+    positions = np.zeros((b, p), np.int32)
+    restarts = np.zeros((b,), np.int32)
+    for r in range(b):
+        ids = prompts[r, p - int(lengths[r]) :]
+        audio = (ids >= space.audio_offset) & (ids < space.sep_id)
+        positions[r, p - len(ids) :] = scheme.segment(ids, audio, space.sep_id, int(starts[r]))
+        restarts[r] = scheme.restart(ids, audio, int(starts[r]))
+    return positions, restarts
+
+
 def _model(graphdef: nnx.GraphDef, params: Params) -> nnx.Module:
     return nnx.merge(graphdef, nnx.State(params))
 
@@ -141,13 +163,30 @@ def _choose(logits, allowed, key, temperature, top_p, method: str, top_k: int, u
     return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
 
 
+def _clock(scheme: PositionScheme, space: TokenSpace, restarts: jax.Array):
+    """(position of a token, the token) -> the next token's position."""
+    audio = (space.audio_offset, space.sep_id)  # audio ids lie just below the separator
+    return lambda pos, tok: scheme.next(pos, tok, restarts, audio, space.sep_id)
+
+
 @functools.partial(
-    jax.jit, static_argnames=("graphdef", "space", "max_new_tokens", "method", "top_k", "use_top_p")
+    jax.jit,
+    static_argnames=(
+        "graphdef",
+        "space",
+        "scheme",
+        "max_new_tokens",
+        "method",
+        "top_k",
+        "use_top_p",
+    ),
 )
 def _generate(
     params: Params,
     tokens: jax.Array,  # [batch, prompt] int32
     lengths: jax.Array,  # [batch] int32
+    positions: jax.Array,  # [batch, prompt] int32
+    restarts: jax.Array,  # [batch] int32
     modalities: jax.Array,  # [batch, phases] int32
     num_phases: jax.Array,  # [batch] int32
     limits: jax.Array,  # [batch] int32, per-row max new tokens (<= max_new_tokens)
@@ -157,6 +196,7 @@ def _generate(
     *,
     graphdef: nnx.GraphDef,
     space: TokenSpace,
+    scheme: PositionScheme,
     max_new_tokens: int,
     method: str,
     top_k: int,
@@ -165,7 +205,9 @@ def _generate(
     model = _model(graphdef, params)
     layers = blocks(model)  # sliced once, outside the loop, if the params are stacked
     b = tokens.shape[0]
-    logits, cache = prefill(model, tokens, lengths, tokens.shape[1] + max_new_tokens, layers)
+    cache_length = tokens.shape[1] + max_new_tokens
+    logits, cache = prefill(model, tokens, lengths, cache_length, layers, positions)
+    clock = _clock(scheme, space, restarts)
     choose = functools.partial(
         _choose, method=method, top_k=top_k, use_top_p=use_top_p, temperature=temperature
     )
@@ -186,41 +228,51 @@ def _generate(
     state = emit(0, logits, zeros, limits <= 0, out, jnp.zeros((b,), jnp.float32), zeros)
 
     def cond(carry):
-        i, _, _, done, *_ = carry
+        i, _, _, _, _, done, *_ = carry
         return (i < max_new_tokens) & ~jnp.all(done)
 
     def body(carry):
-        i, cache, token, phase, done, out, scores, count = carry
-        logits, cache = decode_step(model, cache, token, lengths + i - 1, layers)
-        return (i + 1, cache) + emit(i, logits, phase, done, out, scores, count)
+        i, cache, position, token, phase, done, out, scores, count = carry
+        logits, cache = decode_step(model, cache, token, position, layers)
+        following = clock(position, token)
+        return (i + 1, cache, following) + emit(i, logits, phase, done, out, scores, count)
 
-    carry = jax.lax.while_loop(cond, body, (jnp.int32(1), cache) + state)
-    _, _, _, _, _, out, scores, count = carry
+    first = clock(positions[:, -1], tokens[:, -1])  # the prompt's last token is its last column
+    carry = jax.lax.while_loop(cond, body, (jnp.int32(1), cache, first) + state)
+    *_, out, scores, count = carry
     return out, count, scores
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "space", "max_new_tokens", "num_beams"))
+@functools.partial(
+    jax.jit, static_argnames=("graphdef", "space", "scheme", "max_new_tokens", "num_beams")
+)
 def _beam_generate(
     params,
     tokens,
     lengths,
+    positions,
+    restarts,
     modalities,
     num_phases,
     length_penalty,
     *,
     graphdef,
     space,
+    scheme,
     max_new_tokens,
     num_beams,
 ):
     model = _model(graphdef, params)
     layers = blocks(model)
-    logits, cache = prefill(model, tokens, lengths, tokens.shape[1] + max_new_tokens, layers)
+    cache_length = tokens.shape[1] + max_new_tokens
+    logits, cache = prefill(model, tokens, lengths, cache_length, layers, positions)
     return beam_lib.beam_search(
         functools.partial(decode_step, model, layers=layers),
         logits,
         cache,
-        lengths,
+        positions[:, -1],
+        tokens[:, -1],
+        _clock(scheme, space, restarts[:, None]),
         modalities,
         num_phases,
         length_penalty,
@@ -242,18 +294,26 @@ def generate(
     num_phases: np.ndarray | None = None,  # [batch]
     limits: np.ndarray | None = None,  # [batch] per-row max new tokens (not for beam)
     sampling: SamplingConfig | str | dict | None = None,
+    scheme: PositionScheme = SEQUENTIAL,
+    source_starts: np.ndarray | None = None,  # [batch] where each source begins (0)
 ) -> DecodeOutput:
     """Decodes a left-padded batch in one jitted call; returns host arrays.
 
     Without ``modalities`` rows decode unconstrained (any text/audio id, sep, eos).
-    Run it under ``jax.set_mesh(mesh)`` and ``sharding.axis_rules(rules)`` with params in
-    their training shardings to decode sharded.
+    ``scheme``: the model's RoPE positions (:class:`~audiopalm_jax.positions.PositionScheme`,
+    ``PositionScheme.of(model_config)``); the aligned scheme needs each prompt's
+    ``source_starts`` (the task tag's length). Run it under ``jax.set_mesh(mesh)`` and
+    ``sharding.axis_rules(rules)`` with params in their training shardings to decode
+    sharded.
     """
     s = SamplingConfig.parse(sampling)
     b = int(np.shape(prompts)[0])
     if modalities is None:
         modalities = np.full((b, 1), 2, np.int32)
         num_phases = np.ones((b,), np.int32)
+    positions, restarts = prompt_positions(
+        space, scheme, np.asarray(prompts), np.asarray(prompt_lengths), source_starts
+    )
     prompts = jnp.asarray(prompts, jnp.int32)
     prompt_lengths = jnp.asarray(prompt_lengths, jnp.int32)
     modalities = jnp.asarray(modalities, jnp.int32)
@@ -263,11 +323,14 @@ def generate(
             params,
             prompts,
             prompt_lengths,
+            positions,
+            restarts,
             modalities,
             num_phases,
             jnp.float32(s.length_penalty),
             graphdef=graphdef,
             space=space,
+            scheme=scheme,
             max_new_tokens=max_new_tokens,
             num_beams=s.num_beams,
         )
@@ -277,6 +340,8 @@ def generate(
             params,
             prompts,
             prompt_lengths,
+            positions,
+            restarts,
             modalities,
             num_phases,
             jnp.minimum(jnp.asarray(limits, jnp.int32), max_new_tokens),
@@ -285,6 +350,7 @@ def generate(
             jnp.float32(s.top_p),
             graphdef=graphdef,
             space=space,
+            scheme=scheme,
             max_new_tokens=max_new_tokens,
             method=s.method,
             top_k=s.top_k,

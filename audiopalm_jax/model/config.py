@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from audiopalm_jax.positions import PositionScheme
+
 MLP_TYPES = ("swiglu", "geglu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attention_out")
 
@@ -28,6 +30,11 @@ class ModelConfig:
     each chunk recomputed in the backward pass, so the f32 [batch, heads, length, length]
     scores never exist whole (docs/pod_readiness.md); decoding's prompt prefill too.
     0: all queries at once.
+    ``position_scheme``: ``sequential`` (token k at RoPE position k; HF checkpoints) or
+    ``aligned`` (positions measure time across text and audio, ``text_position_step`` and
+    ``audio_position_step`` per token, each output restarting at its source's start:
+    :mod:`audiopalm_jax.positions`). The data pipeline and the decoder compute them; the
+    Transformer only reads them.
     """
 
     vocab_size: int
@@ -55,6 +62,9 @@ class ModelConfig:
     scan_layers: bool = True
     remat_policy: str = "none"
     attention_chunk_length: int = 0  # > 0: attention this many queries at a time
+    position_scheme: str = "sequential"
+    text_position_step: int = 4  # aligned scheme only
+    audio_position_step: int = 3
 
     def __post_init__(self):
         if self.mlp_type not in MLP_TYPES:
@@ -63,6 +73,7 @@ class ModelConfig:
             raise ValueError(
                 f"remat_policy={self.remat_policy!r}; allowed: {', '.join(REMAT_POLICIES)}"
             )
+        PositionScheme.of(self)  # validates the scheme and its steps
         if self.attention_chunk_length < 0:
             raise ValueError(
                 f"attention_chunk_length={self.attention_chunk_length} must be >= 0 (0: off)"

@@ -120,6 +120,32 @@ def test_batches_follow_the_contract(env):
     assert it.stats()["skipped_missing"] == 0 and it.stats()["packing_efficiency"] > 0.8
 
 
+def test_aligned_positions_restart_each_output_at_the_source(env):
+    """With ``model.position_scheme="aligned"`` every segment's positions are a clock: text
+    ids +5, audio ids +2, and after each separator back to where the source began (just
+    past the task tag), for audio and text sources and combined tasks alike."""
+    vocab = env[2]
+    cfg = _config(env)
+    cfg.model.update(position_scheme="aligned", text_position_step=5, audio_position_step=2)
+
+    def expected(ids):
+        tag_end = vocab.decode_text(ids).index("]") + 2  # "[...] ": one id per character
+        out, t, restart = [], 0, None
+        for i, tok in enumerate(ids):
+            if i == tag_end:
+                restart = t
+            if i and ids[i - 1] == vocab.sep_id and i > tag_end:
+                t = restart
+            out.append(t)
+            t += 2 if vocab.is_audio(np.array([tok]))[0] else 5
+        return np.array(out)
+
+    it = pipeline.make_iterator(cfg, vocab, "train", process_index=0, process_count=1)
+    segments = [seg for batch in _take(it, 3) for seg in packing.check_batch(batch, expected)]
+    tags = {vocab.decode_text(ids).split("]")[0] for ids, _ in segments}
+    assert len(tags) == 4  # ASR (audio source), TTS and MT (text), the combined task
+
+
 def test_deterministic_and_resumable(env):
     vocab, cfg = env[2], _config(env)
     make = lambda c=cfg: pipeline.make_iterator(c, vocab, process_index=0, process_count=1)

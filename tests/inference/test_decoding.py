@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +14,7 @@ from inference_fakes import SPACE, random_model, tiny_config
 from audiopalm_jax.inference import beam as beam_lib
 from audiopalm_jax.inference import cached_forward, decoding
 from audiopalm_jax.inference.constraints import allowed_mask, structure_arrays
+from audiopalm_jax.positions import SEQUENTIAL, PositionScheme
 
 PROMPT_LENGTHS = (5, 9, 3)
 
@@ -22,23 +25,37 @@ def _prompts(seed: int = 0, lengths=PROMPT_LENGTHS) -> list[np.ndarray]:
 
 
 def _full_forward(model):
-    """Jitted uncached forward of one right-padded row: (tokens [L], prompt_len, length)."""
+    """Jitted uncached forward of one right-padded row: (tokens [L], prompt_len, length,
+    positions [L] or None: 0, 1, ...)."""
     graphdef, state = nnx.split(model)
 
     @jax.jit
-    def run(tokens, prompt_len, length):
+    def run(tokens, prompt_len, length, positions):
         col = jnp.arange(tokens.shape[0])
         seg = (col < length).astype(jnp.int32)[None]  # right padding: segment 0
         prefix = (col < prompt_len).astype(jnp.int32)[None]
         logits, _ = nnx.merge(graphdef, state)(
-            tokens[None], col[None], segment_ids=seg, prefix_mask=prefix
+            tokens[None], positions[None], segment_ids=seg, prefix_mask=prefix
         )
         return logits[0]  # [L, vocab]
 
-    return run
+    return lambda tokens, prompt_len, length, positions=None: run(
+        tokens, prompt_len, length, jnp.arange(tokens.shape[0]) if positions is None else positions
+    )
 
 
-def _reference_greedy(model, prompt: np.ndarray, n: int, structure=()) -> tuple[list[int], float]:
+def _training_positions(scheme: PositionScheme, seq, source_start: int, width: int = 32):
+    """The data pipeline's positions of a segment, right-padded to ``width``."""
+    ids = np.asarray(seq)
+    audio = (ids >= SPACE.audio_offset) & (ids < SPACE.sep_id)
+    out = np.zeros((width,), np.int32)
+    out[: len(ids)] = scheme.segment(ids, audio, SPACE.sep_id, source_start)
+    return jnp.asarray(out)
+
+
+def _reference_greedy(
+    model, prompt: np.ndarray, n: int, structure=(), scheme=SEQUENTIAL, source_start=0
+) -> tuple[list[int], float]:
     """Greedy with a full (uncached) forward pass per token, as training computes it."""
     forward = _full_forward(model)
     codes, counts = structure_arrays([structure])
@@ -46,7 +63,8 @@ def _reference_greedy(model, prompt: np.ndarray, n: int, structure=()) -> tuple[
     for _ in range(n):
         tokens = np.zeros((32,), np.int32)
         tokens[: len(seq)] = seq
-        logits = forward(jnp.asarray(tokens), len(prompt), len(seq))[len(seq) - 1]
+        positions = _training_positions(scheme, seq, source_start)
+        logits = forward(jnp.asarray(tokens), len(prompt), len(seq), positions)[len(seq) - 1]
         allowed = allowed_mask(SPACE, codes, counts, jnp.asarray([phase]))[0]
         masked = jnp.where(allowed, logits, -jnp.inf)
         token = int(jnp.argmax(masked))
@@ -112,6 +130,86 @@ def test_greedy_matches_repeated_full_forward(tiny):
         ref, score = _reference_greedy(model, p, 8)
         assert out.rows()[i].tolist() == ref
         np.testing.assert_allclose(out.scores[i], score, rtol=1e-4, atol=1e-4)
+
+
+ALIGNED = PositionScheme("aligned", text_step=4, audio_step=3)
+
+
+def test_aligned_positions_cached_logits_match_full_forward():
+    """Under the aligned scheme, prefill + decode steps fed decoding's clock (teacher-forced,
+    the continuation crossing separators) == the full forward on the pipeline's positions."""
+    model, _, _ = random_model(tiny_config())
+    prompts = [np.append(p, SPACE.sep_id) for p in _prompts(4)]
+    starts = np.array([2, 0, 1], np.int32)
+    cont = np.array([[5, 45, SPACE.sep_id, 41, 7], [SPACE.sep_id, 44, 44, 9, SPACE.sep_id]] * 2)
+    cont = cont[: len(prompts)].astype(np.int32)
+    tokens, lengths = decoding.left_pad(prompts)
+    positions, restarts = decoding.prompt_positions(SPACE, ALIGNED, tokens, lengths, starts)
+    graphdef, state = nnx.split(model)
+    logits, cache = cached_forward.prefill(
+        nnx.merge(graphdef, state), jnp.asarray(tokens), jnp.asarray(lengths), 16, None, positions
+    )
+    clock = decoding._clock(ALIGNED, SPACE, jnp.asarray(restarts))
+    step = jax.jit(lambda c, t, p: cached_forward.decode_step(nnx.merge(graphdef, state), c, t, p))
+    steps, pos, last = [logits], jnp.asarray(positions[:, -1]), jnp.asarray(tokens[:, -1])
+    for j in range(cont.shape[1] - 1):
+        pos = clock(pos, last)
+        last = jnp.asarray(cont[:, j])
+        logits, cache = step(cache, last, pos)
+        steps.append(logits)
+    forward = _full_forward(model)
+    for i, p in enumerate(prompts):
+        seq = np.concatenate([p, cont[i]])
+        padded = np.zeros((32,), np.int32)
+        padded[: len(seq)] = seq
+        full = forward(
+            jnp.asarray(padded),
+            len(p),
+            len(seq),
+            _training_positions(ALIGNED, seq, int(starts[i])),
+        )
+        for j, got in enumerate(steps):
+            np.testing.assert_allclose(got[i], full[len(p) - 1 + j], atol=2e-4, rtol=2e-4)
+
+
+def test_aligned_positions_greedy_and_one_beam_match_full_forward(tiny):
+    _, model, graphdef, params = tiny
+    prompts = [np.append(p, SPACE.sep_id) for p in _prompts(5)]
+    starts = np.array([1, 3, 0], np.int32)
+    tokens, lengths = decoding.left_pad(prompts)
+    run = functools.partial(
+        decoding.generate,
+        graphdef,
+        params,
+        SPACE,
+        tokens,
+        lengths,
+        max_new_tokens=8,
+        scheme=ALIGNED,
+        source_starts=starts,
+    )
+    greedy = run()
+    for i, p in enumerate(prompts):
+        ref, score = _reference_greedy(model, p, 8, scheme=ALIGNED, source_start=int(starts[i]))
+        assert greedy.rows()[i].tolist() == ref
+        np.testing.assert_allclose(greedy.scores[i], score, rtol=1e-4, atol=1e-4)
+    beam = run(sampling=dict(method="beam", num_beams=1, length_penalty=0.0))
+    np.testing.assert_array_equal(beam.tokens, greedy.tokens)
+    # Several beams: each hypothesis carries its own positions through the reordering, so
+    # its score equals the full forward's log-probability of the sequence it returns.
+    beams = run(sampling=dict(method="beam", num_beams=3, length_penalty=0.0))
+    forward = _full_forward(model)
+    codes, counts = structure_arrays([()])
+    allowed = allowed_mask(SPACE, codes, counts, jnp.zeros((1,), jnp.int32))[0]
+    for i, p in enumerate(prompts):
+        seq = np.concatenate([p, beams.rows()[i]])
+        padded = np.zeros((32,), np.int32)
+        padded[: len(seq)] = seq
+        positions = _training_positions(ALIGNED, seq, int(starts[i]))
+        logits = forward(jnp.asarray(padded), len(p), len(seq), positions)
+        logp = jax.nn.log_softmax(jnp.where(allowed, logits, -jnp.inf))
+        want = sum(float(logp[t - 1, seq[t]]) for t in range(len(p), len(seq)))
+        np.testing.assert_allclose(beams.scores[i], want, rtol=1e-4, atol=1e-4)
 
 
 def test_batched_equals_one_by_one(tiny):
@@ -212,7 +310,9 @@ def test_beam_beats_greedy_in_a_constructed_case():
         _markov_step(table),
         jnp.log(jnp.asarray(first, jnp.float32)),
         cache,
-        jnp.ones((1,), jnp.int32),
+        jnp.zeros((1,), jnp.int32),
+        jnp.zeros((1,), jnp.int32),
+        lambda position, token: position + 1,
         jnp.asarray(codes),
         jnp.asarray(counts),
         jnp.float32(0.0),
