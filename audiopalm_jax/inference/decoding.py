@@ -1,8 +1,9 @@
 """Jitted autoregressive decoding with the KV cache: greedy, sampling and beam search.
 
 Prompts of different lengths are left-padded: pads get segment id 0 (they only see
-pads), real tokens segment 1, RoPE positions count real tokens from 0, and the prompt is
-the bidirectional prefix. One prefill writes the prompt into the cache; then each step
+pads), real tokens segment 1, RoPE positions follow the model's scheme (0, 1, 2, ... by
+default; :mod:`audiopalm_jax.positions`), and the prompt is the bidirectional prefix.
+One prefill writes the prompt into the cache; then each step
 writes one token per row at the shared cache index inside a ``lax.while_loop``, so a
 whole generation is one device call with static shapes. A step attends over the
 fixed-size cache, so its cost does not grow with the position. The forward pass and the
