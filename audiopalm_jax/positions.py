@@ -70,7 +70,7 @@ class PositionScheme:
             return np.arange(n, dtype=np.int32)
         steps = np.where(is_audio, self.audio_step, self.text_step)  # [L]
         before = np.concatenate([[0], np.cumsum(steps)[:-1]])  # time at each token
-        restart = int(before[min(source_start, n - 1)]) if n else 0
+        restart = self.restart(ids, is_audio, source_start)
         out = before.copy()
         # Each span after a separator starts again at the source's start.
         for s in np.flatnonzero(ids[:-1] == sep_id) + 1:
@@ -79,7 +79,7 @@ class PositionScheme:
         return out.astype(np.int32)
 
     def restart(self, ids: np.ndarray, is_audio: np.ndarray, source_start: int) -> int:
-        """The position a span after ``<sep>`` starts at (for decoding)."""
+        """The position a span after ``<sep>`` starts at: the time at ``source_start``."""
         if self.sequential:
             return 0
         steps = np.where(is_audio[:source_start], self.audio_step, self.text_step)
@@ -89,15 +89,14 @@ class PositionScheme:
         self,
         position: jax.Array,  # [b] position of ``token``
         token: jax.Array,  # [b] int32
-        restart: jax.Array,  # [b] int32, from :meth:`restart`
-        audio_range: tuple[int, int],  # [start, stop) of the audio ids
+        is_audio: jax.Array,  # [b] bool, whether ``token`` is an audio token
         sep_id: int,
+        restart: jax.Array,  # [b] int32, from :meth:`restart`
     ) -> jax.Array:
         """The position of the token after ``token`` (jittable; decoding's clock)."""
         if self.sequential:
             return position + 1
-        audio = (token >= audio_range[0]) & (token < audio_range[1])
-        step = jnp.where(audio, self.audio_step, self.text_step)
+        step = jnp.where(is_audio, self.audio_step, self.text_step)
         return jnp.where(token == sep_id, restart, position + step).astype(position.dtype)
 
 

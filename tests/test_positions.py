@@ -53,7 +53,8 @@ def test_decoding_clock_reproduces_the_training_positions(kind):
         pos = jnp.asarray([want[prompt - 1]])
         got = []
         for tok in ids[prompt - 1 : -1]:
-            pos = scheme.next(pos, jnp.asarray([tok]), jnp.asarray([restart]), AUDIO, SEP)
+            tok = jnp.asarray([tok])
+            pos = scheme.next(pos, tok, _is_audio(tok), SEP, jnp.asarray([restart]))
             got.append(int(pos[0]))
         assert got == want[prompt:].tolist()
 

@@ -32,6 +32,10 @@ class TokenSpace:
     eos_id: int
     banned_ids: tuple[int, ...] = ()  # text ids a target never holds (pad, bos)
 
+    def is_audio(self, ids):
+        """Which of ``ids`` (numpy or jax) are audio tokens: they lie just below <sep>."""
+        return (ids >= self.audio_offset) & (ids < self.sep_id)
+
     @classmethod
     def from_vocab(cls, vocab: JointVocab) -> TokenSpace:
         banned = {vocab.pad_id} | ({vocab.bos_id} if vocab.bos_id is not None else set())
@@ -84,7 +88,7 @@ def allowed_mask(
     for banned in (space.eos_id,) + space.banned_ids:
         # eos is a text id, but it may only end the last output (added back below).
         is_text = is_text & (ids != banned)
-    is_audio = (ids >= space.audio_offset) & (ids < space.sep_id)
+    is_audio = space.is_audio(ids)
     mod = jnp.take_along_axis(modalities, phase[:, None], axis=1)  # [batch, 1]
     last = (phase >= num_phases - 1)[:, None]  # [batch, 1]
     any_phase = mod == ANY

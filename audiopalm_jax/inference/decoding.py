@@ -116,7 +116,7 @@ def prompt_positions(
     restarts = np.zeros((b,), np.int32)
     for r in range(b):
         ids = prompts[r, p - int(lengths[r]) :]
-        audio = (ids >= space.audio_offset) & (ids < space.sep_id)
+        audio = space.is_audio(ids)
         positions[r, p - len(ids) :] = scheme.segment(ids, audio, space.sep_id, int(starts[r]))
         restarts[r] = scheme.restart(ids, audio, int(starts[r]))
     return positions, restarts
@@ -166,8 +166,7 @@ def _choose(logits, allowed, key, temperature, top_p, method: str, top_k: int, u
 
 def _clock(scheme: PositionScheme, space: TokenSpace, restarts: jax.Array):
     """(position of a token, the token) -> the next token's position."""
-    audio = (space.audio_offset, space.sep_id)  # audio ids lie just below the separator
-    return lambda pos, tok: scheme.next(pos, tok, restarts, audio, space.sep_id)
+    return lambda pos, tok: scheme.next(pos, tok, space.is_audio(tok), space.sep_id, restarts)
 
 
 @functools.partial(

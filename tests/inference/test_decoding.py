@@ -47,9 +47,8 @@ def _full_forward(model):
 def _training_positions(scheme: PositionScheme, seq, source_start: int, width: int = 32):
     """The data pipeline's positions of a segment, right-padded to ``width``."""
     ids = np.asarray(seq)
-    audio = (ids >= SPACE.audio_offset) & (ids < SPACE.sep_id)
     out = np.zeros((width,), np.int32)
-    out[: len(ids)] = scheme.segment(ids, audio, SPACE.sep_id, source_start)
+    out[: len(ids)] = scheme.segment(ids, SPACE.is_audio(ids), SPACE.sep_id, source_start)
     return jnp.asarray(out)
 
 
