@@ -31,7 +31,7 @@ from ml_collections import ConfigDict
 
 from audiopalm_jax.data import speechgpt, tasks
 from audiopalm_jax.data.packing import PackedIterator, PackingConfig
-from audiopalm_jax.positions import SEQUENTIAL, PositionScheme
+from audiopalm_jax.positions import SEQUENTIAL, PositionScheme, translated_outputs
 from audiopalm_jax.vocab import JointVocab
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,11 @@ class FormatFn:
         if not self.positions.sequential and len(ex["ids"]):
             ids = ex["ids"]
             ex["positions"] = self.positions.segment(
-                ids, self.vocab.is_audio(ids), self.vocab.sep_id, int(ex.get("source_start", 0))
+                ids,
+                self.vocab.is_audio(ids),
+                self.vocab.sep_id,
+                int(ex.get("source_start", 0)),
+                translated_outputs(self.entry.task.tasks),
             )
         return ex
 

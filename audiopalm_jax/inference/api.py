@@ -31,7 +31,7 @@ from audiopalm_jax.inference.cached_forward import for_decoding
 from audiopalm_jax.inference.constraints import TokenSpace, output_modalities, structure_arrays
 from audiopalm_jax.inference.inputs import Generation, SpeechTokens
 from audiopalm_jax.model import ModelConfig
-from audiopalm_jax.positions import PositionScheme
+from audiopalm_jax.positions import PositionScheme, translated_outputs
 from audiopalm_jax.vocab import TASK_SOURCE, JointVocab
 
 PROMPT_BUCKET = 64  # prompt lengths round up to this
@@ -222,10 +222,14 @@ class AudioPaLM:
         limits: list[int],
         sampling: decoding.SamplingConfig | str | dict | None = None,
         source_starts: list[int] | None = None,
+        translated: list[tuple[bool, ...]] | None = None,
     ) -> list[Generation]:
         """Batched decoding of ready-made prompts; ``structures`` are output modalities,
-        ``source_starts`` where each prompt's source begins (its task tag's length; 0)."""
+        ``source_starts`` where each prompt's source begins (its task tag's length; 0),
+        ``translated`` which outputs are in another language than the source
+        (:func:`~audiopalm_jax.positions.translated_outputs`; none)."""
         source_starts = source_starts or [0] * len(prompts)
+        translated = translated or [()] * len(prompts)
         s = decoding.SamplingConfig.parse(sampling)
         order = np.argsort([len(p) for p in prompts], kind="stable")  # similar lengths batch
         results: list[Generation | None] = [None] * len(prompts)
@@ -254,6 +258,7 @@ class AudioPaLM:
                     sampling=s,
                     scheme=PositionScheme.of(self.model_config),
                     source_starts=np.asarray([source_starts[i] for i in take], np.int32),
+                    translated=[translated[i] for i in take],
                 )
             for j, i in enumerate(idx):
                 ids = out.tokens[j, : int(out.lengths[j])]
@@ -294,7 +299,8 @@ class AudioPaLM:
             rows = [np.asarray(p, np.int32) for p in ([prompt] if single else prompt)]
             structures = [()] * len(rows)
             limits = [max_new_tokens or 256] * len(rows)
-            starts = None  # raw prompts: the aligned scheme restarts at the prompt start
+            # Raw prompts: with aligned positions every output starts at the prompt's start.
+            starts, translated = None, None
         else:
             tasks = inputs.parse_tasks(task)
             if source_language is None:
@@ -309,7 +315,8 @@ class AudioPaLM:
             structures = [output_modalities(tasks)] * len(rows)
             limits = [max_new_tokens or self._max_new(tasks, s) for s in sources]
             starts = [len(self.vocab.tag_ids(list(tasks), src, tgt))] * len(rows)
-        out = self.decode_prompts(rows, structures, limits, sampling, starts)
+            translated = [translated_outputs(tasks)] * len(rows)
+        out = self.decode_prompts(rows, structures, limits, sampling, starts, translated)
         return out[0] if single else out
 
     def _run(self, tasks, source, src, tgt, sampling, max_new_tokens, sample_rate=None):

@@ -36,8 +36,8 @@ def beam_search(
     cache: dict,  # prefilled, batch rows
     last_position: jax.Array,  # [batch] RoPE position of the prompt's last token
     last_token: jax.Array,  # [batch] the prompt's last token
-    # (position, token) [batch, beams] -> the next position
-    clock: Callable[[jax.Array, jax.Array], jax.Array],
+    # (position, token, phase after it) [batch, beams] -> the next position
+    clock: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
     modalities: jax.Array,  # [batch, phases]
     num_phases: jax.Array,  # [batch]
     length_penalty: jax.Array,
@@ -85,6 +85,7 @@ def beam_search(
             _take(alive_phase, origin).reshape(-1),
             flat_phases,
         )
+        phase = phase.reshape(b, k)
         flat_origin = (jnp.arange(b)[:, None] * k + origin).reshape(-1)  # [batch * beams]
         position = _take(alive_next, origin)  # [batch, k] of the chosen tokens
         return (
@@ -93,20 +94,22 @@ def beam_search(
             flat_origin,
             alive_logp,
             _take(seq, sel),
-            phase.reshape(b, k),
-            clock(position, token),
+            phase,
+            clock(position, token, phase),
             fin,
         )
 
     alive_logp = jnp.where(jnp.arange(k)[None, :] == 0, 0.0, NEG) * jnp.ones((b, 1))
     alive_seq = jnp.full((b, k, n), -1, jnp.int32)
-    alive_phase = jnp.zeros((b, k), jnp.int32)
     fin = (
         jnp.full((b, k, n), -1, jnp.int32),
         jnp.full((b, k), NEG, jnp.float32),
         jnp.zeros((b, k), jnp.int32),
     )
-    first = clock(last_position[:, None], last_token[:, None]) * jnp.ones((1, k), jnp.int32)
+    alive_phase = jnp.zeros((b, k), jnp.int32)
+    # The prompt's last token is the <sep> that opens output 0.
+    first = clock(last_position[:, None], last_token[:, None], alive_phase[:, :1])
+    first = first * jnp.ones((1, k), jnp.int32)
     state = expand(0, logits, alive_logp, alive_seq, alive_phase, first, fin)
 
     def cond(carry):

@@ -107,19 +107,26 @@ def prompt_positions(
     prompts: np.ndarray,  # [batch, prompt] left-padded
     lengths: np.ndarray,  # [batch]
     source_starts: np.ndarray | None = None,  # [batch]
+    translated: Sequence[Sequence[bool]] | None = None,  # [batch][outputs]
+    num_outputs: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(RoPE positions [batch, prompt], 0 on the left padding; restarts [batch]): where
-    each output span after a ``<sep>`` starts again."""
+    """(RoPE positions [batch, prompt], 0 on the left padding; output starts [batch,
+    num_outputs]): where each output after a ``<sep>`` starts
+    (:meth:`~audiopalm_jax.positions.PositionScheme.output_starts`)."""
     b, p = prompts.shape
     starts = np.zeros((b,), np.int32) if source_starts is None else np.asarray(source_starts)
+    translated = translated or [()] * b
     positions = np.zeros((b, p), np.int32)
-    restarts = np.zeros((b,), np.int32)
+    output_starts = np.zeros((b, num_outputs), np.int32)
     for r in range(b):
         ids = prompts[r, p - int(lengths[r]) :]
         audio = space.is_audio(ids)
-        positions[r, p - len(ids) :] = scheme.segment(ids, audio, space.sep_id, int(starts[r]))
-        restarts[r] = scheme.restart(ids, audio, int(starts[r]))
-    return positions, restarts
+        src = int(starts[r])
+        positions[r, p - len(ids) :] = scheme.segment(ids, audio, space.sep_id, src)
+        output_starts[r] = scheme.output_starts(
+            ids, audio, space.sep_id, src, translated[r], num_outputs
+        )
+    return positions, output_starts
 
 
 def _model(graphdef: nnx.GraphDef, params: Params) -> nnx.Module:
@@ -164,9 +171,14 @@ def _choose(logits, allowed, key, temperature, top_p, method: str, top_k: int, u
     return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
 
 
-def _clock(scheme: PositionScheme, space: TokenSpace, restarts: jax.Array):
-    """(position of a token, the token) -> the next token's position."""
-    return lambda pos, tok: scheme.next(pos, tok, space.is_audio(tok), space.sep_id, restarts)
+def _clock(scheme: PositionScheme, space: TokenSpace, output_starts: jax.Array):
+    """(position of a token, the token, the phase after it) -> the next token's position."""
+
+    def clock(position, token, phase):
+        is_audio = space.is_audio(token)
+        return scheme.next(position, token, is_audio, space.sep_id, output_starts, phase)
+
+    return clock
 
 
 @functools.partial(
@@ -186,7 +198,7 @@ def _generate(
     tokens: jax.Array,  # [batch, prompt] int32
     lengths: jax.Array,  # [batch] int32
     positions: jax.Array,  # [batch, prompt] int32
-    restarts: jax.Array,  # [batch] int32
+    output_starts: jax.Array,  # [batch, phases] int32
     modalities: jax.Array,  # [batch, phases] int32
     num_phases: jax.Array,  # [batch] int32
     limits: jax.Array,  # [batch] int32, per-row max new tokens (<= max_new_tokens)
@@ -207,7 +219,7 @@ def _generate(
     b = tokens.shape[0]
     cache_length = tokens.shape[1] + max_new_tokens
     logits, cache = prefill(model, tokens, lengths, cache_length, layers, positions)
-    clock = _clock(scheme, space, restarts)
+    clock = _clock(scheme, space, output_starts)
     choose = functools.partial(
         _choose, method=method, top_k=top_k, use_top_p=use_top_p, temperature=temperature
     )
@@ -234,10 +246,11 @@ def _generate(
     def body(carry):
         i, cache, position, token, phase, done, out, scores, count = carry
         logits, cache = decode_step(model, cache, token, position, layers)
-        following = clock(position, token)
+        following = clock(position, token, phase)
         return (i + 1, cache, following) + emit(i, logits, phase, done, out, scores, count)
 
-    first = clock(positions[:, -1], tokens[:, -1])  # the prompt's last token is its last column
+    # The prompt's last token (its last column) is the <sep> that opens output 0.
+    first = clock(positions[:, -1], tokens[:, -1], zeros)
     carry = jax.lax.while_loop(cond, body, (jnp.int32(1), cache, first) + state)
     *_, out, scores, count = carry
     return out, count, scores
@@ -251,7 +264,7 @@ def _beam_generate(
     tokens,
     lengths,
     positions,
-    restarts,
+    output_starts,
     modalities,
     num_phases,
     length_penalty,
@@ -272,7 +285,7 @@ def _beam_generate(
         cache,
         positions[:, -1],
         tokens[:, -1],
-        _clock(scheme, space, restarts[:, None]),
+        _clock(scheme, space, output_starts[:, None, :]),
         modalities,
         num_phases,
         length_penalty,
@@ -296,13 +309,15 @@ def generate(
     sampling: SamplingConfig | str | dict | None = None,
     scheme: PositionScheme = SEQUENTIAL,
     source_starts: np.ndarray | None = None,  # [batch] where each source begins (0)
+    translated: Sequence[Sequence[bool]] | None = None,  # [batch][outputs]
 ) -> DecodeOutput:
     """Decodes a left-padded batch in one jitted call; returns host arrays.
 
     Without ``modalities`` rows decode unconstrained (any text/audio id, sep, eos).
     ``scheme``: the model's RoPE positions (:class:`~audiopalm_jax.positions.PositionScheme`,
     ``PositionScheme.of(model_config)``); the aligned scheme needs each prompt's
-    ``source_starts`` (the task tag's length). Run it under ``jax.set_mesh(mesh)`` and
+    ``source_starts`` (the task tag's length) and which outputs are ``translated``
+    (:func:`~audiopalm_jax.positions.translated_outputs`). Run it under ``jax.set_mesh(mesh)`` and
     ``sharding.axis_rules(rules)`` with params in their training shardings to decode
     sharded.
     """
@@ -311,8 +326,14 @@ def generate(
     if modalities is None:
         modalities = np.full((b, 1), 2, np.int32)
         num_phases = np.ones((b,), np.int32)
-    positions, restarts = prompt_positions(
-        space, scheme, np.asarray(prompts), np.asarray(prompt_lengths), source_starts
+    positions, output_starts = prompt_positions(
+        space,
+        scheme,
+        np.asarray(prompts),
+        np.asarray(prompt_lengths),
+        source_starts,
+        translated,
+        num_outputs=int(np.shape(modalities)[1]),
     )
     prompts = jnp.asarray(prompts, jnp.int32)
     prompt_lengths = jnp.asarray(prompt_lengths, jnp.int32)
@@ -324,7 +345,7 @@ def generate(
             prompts,
             prompt_lengths,
             positions,
-            restarts,
+            output_starts,
             modalities,
             num_phases,
             jnp.float32(s.length_penalty),
@@ -341,7 +362,7 @@ def generate(
             prompts,
             prompt_lengths,
             positions,
-            restarts,
+            output_starts,
             modalities,
             num_phases,
             jnp.minimum(jnp.asarray(limits, jnp.int32), max_new_tokens),

@@ -32,9 +32,9 @@ class ModelConfig:
     0: all queries at once.
     ``position_scheme``: ``sequential`` (token k at RoPE position k; HF checkpoints) or
     ``aligned`` (positions measure time across text and audio, ``text_position_step`` and
-    ``audio_position_step`` per token, each output restarting at its source's start:
-    :mod:`audiopalm_jax.positions`). The data pipeline and the decoder compute them; the
-    Transformer only reads them.
+    ``audio_position_step`` per token; an output in the source's language restarts at
+    the source's start, a translation starts past it: :mod:`audiopalm_jax.positions`).
+    The data pipeline and the decoder compute them; the Transformer only reads them.
     """
 
     vocab_size: int

@@ -120,22 +120,28 @@ def test_batches_follow_the_contract(env):
     assert it.stats()["skipped_missing"] == 0 and it.stats()["packing_efficiency"] > 0.8
 
 
-def test_aligned_positions_restart_each_output_at_the_source(env):
+def test_aligned_positions_follow_the_source_or_the_translation(env):
     """With ``model.position_scheme="aligned"`` every segment's positions are a clock: text
-    ids +5, audio ids +2, and after each separator back to where the source began (just
-    past the task tag), for audio and text sources and combined tasks alike."""
+    ids +5, audio ids +2. After each separator an output in the source's language (ASR,
+    TTS) goes back to where the source began (just past the task tag); a translation
+    (AST, S2ST, MT) starts where the source's separator ended, for audio and text sources
+    and combined tasks alike."""
     vocab = env[2]
     cfg = _config(env)
     cfg.model.update(position_scheme="aligned", text_position_step=5, audio_position_step=2)
 
     def expected(ids):
-        tag_end = vocab.decode_text(ids).index("]") + 2  # "[...] ": one id per character
-        out, t, restart = [], 0, None
+        tag = vocab.decode_text(ids).split("]")[0]
+        translated = [t in ("AST", "S2ST", "MT") for t in tag[1:].split() if t.isupper()]
+        tag_end = len(tag) + 2  # "[...] ": one id per character
+        out, t, source_start, source_end, k = [], 0, None, None, 0
         for i, tok in enumerate(ids):
             if i == tag_end:
-                restart = t
-            if i and ids[i - 1] == vocab.sep_id and i > tag_end:
-                t = restart
+                source_start = t
+            if i > tag_end and ids[i - 1] == vocab.sep_id:
+                source_end = t if source_end is None else source_end
+                t = source_end if translated[k] else source_start
+                k += 1
             out.append(t)
             t += 2 if vocab.is_audio(np.array([tok]))[0] else 5
         return np.array(out)

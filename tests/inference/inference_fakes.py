@@ -129,8 +129,9 @@ MIXTURE = [
 ]
 
 
-def make_workdir(path: str, vocab: JointVocab, mixture=MIXTURE) -> str:
-    """A workdir with one checkpoint (step 3) of a random tiny model, vocab, tokenizer."""
+def make_workdir(path: str, vocab: JointVocab, mixture=MIXTURE, **model) -> str:
+    """A workdir with one checkpoint (step 3) of a random tiny model (``model``: config
+    overrides), vocab, tokenizer."""
     from audiopalm_jax.checkpoint import CHECKPOINT_DIR, Checkpointer
     from audiopalm_jax.train.config import base_config
     from audiopalm_jax.train.loop import _config_json, setup_from_config
@@ -139,6 +140,7 @@ def make_workdir(path: str, vocab: JointVocab, mixture=MIXTURE) -> str:
     c = base_config()
     c.model.update(d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=64)
     c.model.embed_init_std = 1.0
+    c.model.update(model)
     c.data.mixture = list(mixture)
     c.data.source = "tfds"  # as a real run; the mixture says what it was trained on
     setup = setup_from_config(c, vocab.size)

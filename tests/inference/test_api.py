@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from inference_fakes import FakeTokenizer
+from flax import nnx
+from inference_fakes import FakeTokenizer, make_workdir
 
 from audiopalm_jax.inference import AudioPaLM, Generation, SpeechTokens
 from audiopalm_jax.inference import inputs as inputs_lib
-from audiopalm_jax.inference.constraints import check_tokens
+from audiopalm_jax.inference.constraints import allowed_mask, check_tokens, structure_arrays
+from audiopalm_jax.positions import PositionScheme
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +96,48 @@ def test_generate_low_level(model):
         max_new_tokens=6,
     )
     assert len(beams) == 2 and all(isinstance(b.outputs[0], str) for b in beams)
+
+
+def test_aligned_positions_decode_as_training_lays_them_out(tmp_path, vocab):
+    """A model trained with aligned positions: what the API decodes for [ASR AST S2ST]
+    scores as the full forward on the data pipeline's positions of that sequence (the
+    source after the tag, the transcript back at it, the translation and its speech past
+    the source's separator)."""
+    path = make_workdir(str(tmp_path), vocab, position_scheme="aligned", tie_embeddings=False)
+    m = AudioPaLM.from_pretrained(path, batch_size=2)
+    sep = m.vocab.sep_id
+    head = m.params["lm_head"]  # [embed, vocab]: shrink all but <sep> so outputs cross it
+    m.params = {
+        **m.params,
+        "lm_head": jnp.where(jnp.arange(head.shape[1]) == sep, head, 0.2 * head),
+    }
+    source = np.arange(3, 9)
+    gen = m.generate(
+        SpeechTokens(source),
+        task="ASR+AST+S2ST",
+        source_language="en",
+        target_language="fr",
+        max_new_tokens=16,
+    )
+    assert int((gen.ids == sep).sum()) >= 1  # the translation was reached
+    prompt = m.vocab.prompt_ids(["ASR", "AST", "S2ST"], "en", "fr", source)
+    seq = np.concatenate([prompt, gen.ids]).astype(np.int32)
+    tag = len(m.vocab.tag_ids(["ASR", "AST", "S2ST"], "en", "fr"))
+    positions = PositionScheme("aligned").segment(
+        seq, m.vocab.is_audio(seq), sep, tag, (False, True, True)
+    )
+    prefix = (np.arange(len(seq)) < len(prompt)).astype(np.int32)[None]
+    logits, _ = nnx.merge(m.graphdef, nnx.State(m.params))(
+        seq[None], positions[None], segment_ids=np.ones_like(prefix), prefix_mask=prefix
+    )
+    codes, counts = structure_arrays([("text", "text", "audio")])
+    want, phase = 0.0, 0
+    for t in range(len(prompt), len(seq)):
+        allowed = allowed_mask(m.space, codes, counts, jnp.asarray([phase]))[0]
+        logp = jax.nn.log_softmax(jnp.where(allowed, logits[0, t - 1], -jnp.inf))
+        want += float(logp[seq[t]])
+        phase = min(phase + int(seq[t] == sep), 2)
+    np.testing.assert_allclose(gen.score, want, rtol=1e-4, atol=1e-4)
 
 
 def test_unknown_language_or_untrained_direction(model):

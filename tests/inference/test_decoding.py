@@ -44,16 +44,26 @@ def _full_forward(model):
     )
 
 
-def _training_positions(scheme: PositionScheme, seq, source_start: int, width: int = 32):
+def _training_positions(
+    scheme: PositionScheme, seq, source_start: int, translated=(), width: int = 32
+):
     """The data pipeline's positions of a segment, right-padded to ``width``."""
     ids = np.asarray(seq)
     out = np.zeros((width,), np.int32)
-    out[: len(ids)] = scheme.segment(ids, SPACE.is_audio(ids), SPACE.sep_id, source_start)
+    out[: len(ids)] = scheme.segment(
+        ids, SPACE.is_audio(ids), SPACE.sep_id, source_start, translated
+    )
     return jnp.asarray(out)
 
 
 def _reference_greedy(
-    model, prompt: np.ndarray, n: int, structure=(), scheme=SEQUENTIAL, source_start=0
+    model,
+    prompt: np.ndarray,
+    n: int,
+    structure=(),
+    scheme=SEQUENTIAL,
+    source_start=0,
+    translated=(),
 ) -> tuple[list[int], float]:
     """Greedy with a full (uncached) forward pass per token, as training computes it."""
     forward = _full_forward(model)
@@ -62,7 +72,7 @@ def _reference_greedy(
     for _ in range(n):
         tokens = np.zeros((32,), np.int32)
         tokens[: len(seq)] = seq
-        positions = _training_positions(scheme, seq, source_start)
+        positions = _training_positions(scheme, seq, source_start, translated)
         logits = forward(jnp.asarray(tokens), len(prompt), len(seq), positions)[len(seq) - 1]
         allowed = allowed_mask(SPACE, codes, counts, jnp.asarray([phase]))[0]
         masked = jnp.where(allowed, logits, -jnp.inf)
@@ -134,26 +144,35 @@ def test_greedy_matches_repeated_full_forward(tiny):
 ALIGNED = PositionScheme("aligned", text_step=4, audio_step=3)
 
 
+# Per row: which of three outputs are translations (start past the source, not at it).
+TRANSLATED = [(False, True, True), (True, True, False), (False, False, False)]
+
+
 def test_aligned_positions_cached_logits_match_full_forward():
     """Under the aligned scheme, prefill + decode steps fed decoding's clock (teacher-forced,
     the continuation crossing separators) == the full forward on the pipeline's positions."""
     model, _, _ = random_model(tiny_config())
     prompts = [np.append(p, SPACE.sep_id) for p in _prompts(4)]
     starts = np.array([2, 0, 1], np.int32)
-    cont = np.array([[5, 45, SPACE.sep_id, 41, 7], [SPACE.sep_id, 44, 44, 9, SPACE.sep_id]] * 2)
-    cont = cont[: len(prompts)].astype(np.int32)
+    sep = SPACE.sep_id
+    cont = np.array([[5, 45, sep, 41, sep, 7], [sep, 44, 44, sep, 9, 8], [5, sep, 4, 4, 6, 7]])
+    cont = cont.astype(np.int32)
     tokens, lengths = decoding.left_pad(prompts)
-    positions, restarts = decoding.prompt_positions(SPACE, ALIGNED, tokens, lengths, starts)
+    positions, output_starts = decoding.prompt_positions(
+        SPACE, ALIGNED, tokens, lengths, starts, TRANSLATED, num_outputs=3
+    )
     graphdef, state = nnx.split(model)
     logits, cache = cached_forward.prefill(
         nnx.merge(graphdef, state), jnp.asarray(tokens), jnp.asarray(lengths), 16, None, positions
     )
-    clock = decoding._clock(ALIGNED, SPACE, jnp.asarray(restarts))
+    clock = decoding._clock(ALIGNED, SPACE, jnp.asarray(output_starts))
     step = jax.jit(lambda c, t, p: cached_forward.decode_step(nnx.merge(graphdef, state), c, t, p))
     steps, pos, last = [logits], jnp.asarray(positions[:, -1]), jnp.asarray(tokens[:, -1])
+    phase = jnp.zeros((3,), jnp.int32)  # the prompt's sep opens output 0
     for j in range(cont.shape[1] - 1):
-        pos = clock(pos, last)
+        pos = clock(pos, last, phase)
         last = jnp.asarray(cont[:, j])
+        phase = jnp.minimum(phase + (last == sep), 2)
         logits, cache = step(cache, last, pos)
         steps.append(logits)
     forward = _full_forward(model)
@@ -165,16 +184,32 @@ def test_aligned_positions_cached_logits_match_full_forward():
             jnp.asarray(padded),
             len(p),
             len(seq),
-            _training_positions(ALIGNED, seq, int(starts[i])),
+            _training_positions(ALIGNED, seq, int(starts[i]), TRANSLATED[i]),
         )
         for j, got in enumerate(steps):
             np.testing.assert_allclose(got[i], full[len(p) - 1 + j], atol=2e-4, rtol=2e-4)
 
 
-def test_aligned_positions_greedy_and_one_beam_match_full_forward(tiny):
-    _, model, graphdef, params = tiny
+def _separator_prone(tiny):
+    """The tiny model with every output column but <sep>'s shrunk: greedy and beam
+    outputs then cross separators, where the aligned clock jumps."""
+    _, _, graphdef, params = tiny
+    head = params["lm_head"]
+    keep = jnp.arange(head.shape[1]) == SPACE.sep_id
+    params = {**params, "lm_head": jnp.where(keep, head, 0.2 * head)}
+    return nnx.merge(graphdef, nnx.State(params)), graphdef, params
+
+
+@pytest.mark.parametrize("structured", [False, True])
+def test_aligned_positions_greedy_and_beams_match_full_forward(tiny, structured):
+    """Greedy, one beam and three beams under the aligned scheme; ``structured``: three
+    outputs (text, text, audio) whose starts depend on ``TRANSLATED``."""
+    model, graphdef, params = _separator_prone(tiny)
     prompts = [np.append(p, SPACE.sep_id) for p in _prompts(5)]
     starts = np.array([1, 3, 0], np.int32)
+    structure = ("text", "text", "audio") if structured else ()
+    translated = TRANSLATED if structured else [()] * 3
+    codes, counts = structure_arrays([structure] * 3)
     tokens, lengths = decoding.left_pad(prompts)
     run = functools.partial(
         decoding.generate,
@@ -183,31 +218,39 @@ def test_aligned_positions_greedy_and_one_beam_match_full_forward(tiny):
         SPACE,
         tokens,
         lengths,
-        max_new_tokens=8,
+        max_new_tokens=10,
+        modalities=codes,
+        num_phases=counts,
         scheme=ALIGNED,
         source_starts=starts,
+        translated=translated,
     )
     greedy = run()
     for i, p in enumerate(prompts):
-        ref, score = _reference_greedy(model, p, 8, scheme=ALIGNED, source_start=int(starts[i]))
+        ref, score = _reference_greedy(
+            model, p, 10, structure, ALIGNED, int(starts[i]), translated[i]
+        )
         assert greedy.rows()[i].tolist() == ref
         np.testing.assert_allclose(greedy.scores[i], score, rtol=1e-4, atol=1e-4)
+    seps = sum(int(np.sum(r[:-1] == SPACE.sep_id)) for r in greedy.rows())
+    assert seps >= 3  # the outputs do cross separators
     beam = run(sampling=dict(method="beam", num_beams=1, length_penalty=0.0))
     np.testing.assert_array_equal(beam.tokens, greedy.tokens)
-    # Several beams: each hypothesis carries its own positions through the reordering, so
-    # its score equals the full forward's log-probability of the sequence it returns.
+    # Several beams: each hypothesis carries its own positions and phase through the
+    # reordering, so its score is the full forward's log-probability of what it returns.
     beams = run(sampling=dict(method="beam", num_beams=3, length_penalty=0.0))
     forward = _full_forward(model)
-    codes, counts = structure_arrays([()])
-    allowed = allowed_mask(SPACE, codes, counts, jnp.zeros((1,), jnp.int32))[0]
     for i, p in enumerate(prompts):
         seq = np.concatenate([p, beams.rows()[i]])
         padded = np.zeros((32,), np.int32)
         padded[: len(seq)] = seq
-        positions = _training_positions(ALIGNED, seq, int(starts[i]))
+        positions = _training_positions(ALIGNED, seq, int(starts[i]), translated[i])
         logits = forward(jnp.asarray(padded), len(p), len(seq), positions)
-        logp = jax.nn.log_softmax(jnp.where(allowed, logits, -jnp.inf))
-        want = sum(float(logp[t - 1, seq[t]]) for t in range(len(p), len(seq)))
+        want, phase = 0.0, 0
+        for t in range(len(p), len(seq)):
+            allowed = allowed_mask(SPACE, codes[:1], counts[:1], jnp.asarray([phase]))[0]
+            want += float(jax.nn.log_softmax(jnp.where(allowed, logits[t - 1], -jnp.inf))[seq[t]])
+            phase = min(phase + int(seq[t] == SPACE.sep_id), int(counts[0]) - 1)
         np.testing.assert_allclose(beams.scores[i], want, rtol=1e-4, atol=1e-4)
 
 
@@ -311,7 +354,7 @@ def test_beam_beats_greedy_in_a_constructed_case():
         cache,
         jnp.zeros((1,), jnp.int32),
         jnp.zeros((1,), jnp.int32),
-        lambda position, token: position + 1,
+        lambda position, token, phase: position + 1,
         jnp.asarray(codes),
         jnp.asarray(counts),
         jnp.float32(0.0),
