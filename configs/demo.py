@@ -50,10 +50,10 @@ def demo_mixture(
 
 def get_config():
     c = base_config()
-    # Sized for < 20 min in all on 2 CPU cores (18 min 12 s measured): the data stages take
-    # ~1.5 min (demo_speech 41 s, tokenizer fit and tokenization ~55 s), then 900 steps of
-    # 1536 token positions (~0.7 s each) with periodic validation evals (12.5 min), then
-    # the evaluation (~4 min).
+    # Sized for < 20 min in all on 2 CPU cores (16 min 30 s measured): the data stages take
+    # ~1.7 min (demo_speech 42 s, tokenizer fit and tokenization ~1 min), then 900 steps of
+    # 1536 token positions (~0.8 s each) with periodic validation evals, and the
+    # end-of-run evaluation (14 min 50 s together).
     c.num_train_steps = 900
     c.log_every_steps = 25
     c.checkpoint_every_steps = 250
