@@ -56,8 +56,9 @@ def base_config() -> ml_collections.ConfigDict:
             # > 0: attention this many queries at a time, recomputed in the backward
             # pass, so [batch, heads, seq, seq] f32 scores never exist whole.
             attention_chunk_length=0,
-            # "aligned": RoPE positions measure time across text and audio, each output
-            # restarting at its source's start (audiopalm_jax/positions.py).
+            # "aligned": RoPE positions measure time across text and audio; an output in
+            # the source's language restarts at the source's start, a translation starts
+            # past it (audiopalm_jax/positions.py).
             position_scheme="sequential",
             text_position_step=4,
             audio_position_step=3,

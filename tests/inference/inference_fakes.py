@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from audiopalm_jax.audio.base import AudioTokenizer
-from audiopalm_jax.inference.constraints import TokenSpace
+from audiopalm_jax.inference.constraints import TokenSpace, allowed_mask, structure_arrays
 from audiopalm_jax.model import ModelConfig, Transformer
 from audiopalm_jax.vocab import JointVocab, build_char_tokenizer, load_text_tokenizer
 
@@ -37,6 +38,21 @@ def tiny_config(**overrides) -> ModelConfig:
         tie_embeddings=False,
     )
     return ModelConfig(**{**base, **overrides})
+
+
+def constrained_log_prob(
+    space: TokenSpace, logits, seq: np.ndarray, prompt_len: int, structure=()
+) -> float:
+    """Log-probability of ``seq[prompt_len:]`` under full-forward ``logits`` [L, vocab],
+    each token renormalised over the ids its output phase allows (as decoding scores it)."""
+    codes, counts = structure_arrays([structure])
+    total, phase = 0.0, 0
+    for t in range(prompt_len, len(seq)):
+        allowed = allowed_mask(space, codes, counts, jnp.asarray([phase]))[0]
+        logp = jax.nn.log_softmax(jnp.where(allowed, logits[t - 1], -jnp.inf))
+        total += float(logp[seq[t]])
+        phase = min(phase + int(seq[t] == space.sep_id), int(counts[0]) - 1)
+    return total
 
 
 def random_model(cfg: ModelConfig, seed: int = 0, noise: float = 0.1):

@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from inference_fakes import FakeTokenizer, make_workdir
+from inference_fakes import FakeTokenizer, constrained_log_prob, make_workdir
 
 from audiopalm_jax.inference import AudioPaLM, Generation, SpeechTokens
 from audiopalm_jax.inference import inputs as inputs_lib
-from audiopalm_jax.inference.constraints import allowed_mask, check_tokens, structure_arrays
+from audiopalm_jax.inference.constraints import check_tokens
 from audiopalm_jax.positions import PositionScheme
 
 
@@ -130,13 +130,7 @@ def test_aligned_positions_decode_as_training_lays_them_out(tmp_path, vocab):
     logits, _ = nnx.merge(m.graphdef, nnx.State(m.params))(
         seq[None], positions[None], segment_ids=np.ones_like(prefix), prefix_mask=prefix
     )
-    codes, counts = structure_arrays([("text", "text", "audio")])
-    want, phase = 0.0, 0
-    for t in range(len(prompt), len(seq)):
-        allowed = allowed_mask(m.space, codes, counts, jnp.asarray([phase]))[0]
-        logp = jax.nn.log_softmax(jnp.where(allowed, logits[0, t - 1], -jnp.inf))
-        want += float(logp[seq[t]])
-        phase = min(phase + int(seq[t] == sep), 2)
+    want = constrained_log_prob(m.space, logits[0], seq, len(prompt), ("text", "text", "audio"))
     np.testing.assert_allclose(gen.score, want, rtol=1e-4, atol=1e-4)
 
 

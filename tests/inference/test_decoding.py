@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from inference_fakes import SPACE, random_model, tiny_config
+from inference_fakes import SPACE, constrained_log_prob, random_model, tiny_config
 
 from audiopalm_jax.inference import beam as beam_lib
 from audiopalm_jax.inference import cached_forward, decoding
@@ -246,11 +246,7 @@ def test_aligned_positions_greedy_and_beams_match_full_forward(tiny, structured)
         padded[: len(seq)] = seq
         positions = _training_positions(ALIGNED, seq, int(starts[i]), translated[i])
         logits = forward(jnp.asarray(padded), len(p), len(seq), positions)
-        want, phase = 0.0, 0
-        for t in range(len(p), len(seq)):
-            allowed = allowed_mask(SPACE, codes[:1], counts[:1], jnp.asarray([phase]))[0]
-            want += float(jax.nn.log_softmax(jnp.where(allowed, logits[t - 1], -jnp.inf))[seq[t]])
-            phase = min(phase + int(seq[t] == SPACE.sep_id), int(counts[0]) - 1)
+        want = constrained_log_prob(SPACE, logits, seq, len(p), structure)
         np.testing.assert_allclose(beams.scores[i], want, rtol=1e-4, atol=1e-4)
 
 
