@@ -87,7 +87,11 @@ def get_config():
     # them sooner (English ASR validation loss after 250 ASR-only steps, log-mel clusters:
     # 0.43 with 128, 0.47 with 64, 0.50 with 512; docs/demo_run.md).
     c.vocab.update(text_tokenizer="char", num_audio_tokens=128)
-    c.optimizer.update(learning_rate=3e-3, warmup_steps=30, weight_decay=0.01)
+    # Muon on the blocks' matrices (AdamW on embeddings and norms): the model reads its
+    # audio in about half the steps (English ASR validation loss after 200 steps 0.16 vs
+    # 0.31 with AdamW; test CER 27% vs 46% after the whole run, docs/demo_run.md), for
+    # ~15% more time per step (Newton-Schulz on every layer's matrices).
+    c.optimizer.update(name="muon", learning_rate=3e-3, warmup_steps=30, weight_decay=0.01)
     c.data = ml_collections.ConfigDict(
         dict(
             source="tfds",

@@ -76,7 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.sharding_rules = tuple(tuple(r) for r in DEFAULT_RULES)  # tuples: overridable
     c.optimizer = ml_collections.ConfigDict(
         dict(
-            name="adamw",
+            name="adamw",  # or "adafactor", "muon" (Muon on matrices, AdamW on the rest)
             learning_rate=1e-3,
             schedule="cosine",
             warmup_steps=100,
@@ -93,6 +93,8 @@ def base_config() -> ml_collections.ConfigDict:
             momentum=0.0,  # Adafactor; 0: none
             multiply_by_parameter_scale=False,
             min_dim_size_to_factor=128,
+            muon_momentum=0.95,  # Muon (matrices; the rest is AdamW with b1, b2)
+            muon_ns_steps=5,  # Newton-Schulz iterations per update
         )
     )
     c.data = ml_collections.ConfigDict(dict(source="synthetic", batch_size=8, seq_len=128))

@@ -23,6 +23,7 @@ from audiopalm_jax.train.metrics_writer import MetricsWriter
 from audiopalm_jax.train.optimizer import make_optimizer
 from audiopalm_jax.train.step import (
     TrainSetup,
+    abstract_model,
     global_batch,
     init_state,
     make_eval_step,
@@ -158,7 +159,8 @@ def setup_from_config(
     over ``devices`` (default: all; ``audiopalm compile`` passes compile-only TPU ones)."""
     model_cfg = ModelConfig.from_dict({**config.model.to_dict(), "vocab_size": vocab_size})
     mesh = sharding.make_mesh(config.mesh.to_dict(), devices=devices)
-    tx, schedule = make_optimizer(config.optimizer.to_dict(), config.num_train_steps)
+    logical_specs = abstract_model(model_cfg)[2]
+    tx, schedule = make_optimizer(config.optimizer.to_dict(), config.num_train_steps, logical_specs)
     return make_setup(model_cfg, tx, schedule, mesh, config.sharding_rules)
 
 

@@ -1,4 +1,4 @@
-"""Learning-rate schedules and optimizers (AdamW, Adafactor) from the config."""
+"""Learning-rate schedules and optimizers (AdamW, Adafactor, Muon) from the config."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from typing import Any
 
 import jax
 import optax
+import optax.contrib
+from jax.sharding import PartitionSpec
 
 SCHEDULES = ("constant", "cosine", "rsqrt", "exponential", "linear")
-OPTIMIZERS = ("adamw", "adafactor")
+OPTIMIZERS = ("adamw", "adafactor", "muon")
 
 
 def make_schedule(opt: Mapping[str, Any], num_train_steps: int) -> optax.Schedule:
@@ -62,10 +64,37 @@ def decay_mask(params: Any, decay_norms_and_embeddings: bool) -> Any:
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
+def muon_dimension_numbers(logical_specs: Any) -> Any:
+    """Per parameter, which axes Muon orthogonalizes over, read from its logical names.
+
+    A projection's input side is ``embed`` on the way in (q/k/v, MLP gate/up: embed ->
+    the rest) and the rest on the way out (o, MLP down: the rest -> embed); ``layers`` is
+    a batch axis (each scanned layer is its own matrix). Embeddings (``vocab``), norm
+    scales and anything else get None: AdamW updates them.
+    """
+
+    def dims(spec):
+        names = tuple(spec)
+        axes = [i for i, n in enumerate(names) if n != "layers"]
+        if "vocab" in names or len(axes) < 2:
+            return None
+        if names[axes[0]] == "embed":
+            return optax.contrib.MuonDimensionNumbers(axes[0], tuple(axes[1:]))
+        if names[axes[-1]] == "embed":
+            return optax.contrib.MuonDimensionNumbers(tuple(axes[:-1]), axes[-1])
+        return None
+
+    return jax.tree.map(dims, logical_specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
 def make_optimizer(
-    opt: Mapping[str, Any], num_train_steps: int
+    opt: Mapping[str, Any], num_train_steps: int, logical_specs: Any = None
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """(optimizer, schedule). Gradient accumulation is done by the train step itself."""
+    """(optimizer, schedule). Gradient accumulation is done by the train step itself.
+
+    ``logical_specs``: the parameters' logical PartitionSpecs; Muon needs them to tell
+    matrices (and their input and output axes) from embeddings and norm scales.
+    """
     schedule = make_schedule(opt, num_train_steps)
     name = opt.get("name", "adamw")
     wd = float(opt.get("weight_decay", 0.0))
@@ -94,6 +123,25 @@ def make_optimizer(
                 weight_decay_rate=wd or None,
                 weight_decay_mask=mask,
                 min_dim_size_to_factor=int(opt.get("min_dim_size_to_factor", 128)),
+            )
+        )
+    elif name == "muon":
+        if logical_specs is None:
+            raise ValueError("optimizer.name='muon' needs the parameters' logical specs")
+        chain.append(
+            optax.contrib.muon(
+                schedule,
+                ns_steps=int(opt.get("muon_ns_steps", 5)),
+                beta=float(opt.get("muon_momentum", 0.95)),
+                weight_decay=wd,
+                weight_decay_mask=mask,
+                adam_b1=float(opt.get("b1", 0.9)),
+                adam_b2=float(opt.get("b2", 0.95)),
+                adam_learning_rate=schedule,
+                muon_weight_dimension_numbers=muon_dimension_numbers(logical_specs),
+                # Updates with AdamW's RMS (Moonlight), so one learning rate and weight
+                # decay serve the matrices (Muon) and the rest (AdamW) alike.
+                consistent_rms=0.2,
             )
         )
     else:

@@ -4,13 +4,21 @@ import dataclasses
 
 import jax
 import numpy as np
+import optax
+import optax.contrib
 import pytest
 from jax.sharding import PartitionSpec as P
 
 from audiopalm_jax import sharding
 from audiopalm_jax.model import ModelConfig
 from audiopalm_jax.train.optimizer import make_optimizer
-from audiopalm_jax.train.step import global_batch, init_state, make_setup, make_train_step
+from audiopalm_jax.train.step import (
+    abstract_model,
+    global_batch,
+    init_state,
+    make_setup,
+    make_train_step,
+)
 from audiopalm_jax.train.synthetic import synthetic_batch
 
 CFG = ModelConfig(
@@ -39,6 +47,7 @@ def _losses(
             min_dim_size_to_factor=32,
         ),
         10,
+        abstract_model(CFG)[2],
     )
     with jax.set_mesh(mesh), sharding.axis_rules(sharding.DEFAULT_RULES):
         cfg = dataclasses.replace(CFG, attention_chunk_length=attention_chunk)
@@ -56,7 +65,7 @@ def _losses(
 def single_device():
     return {
         opt: _losses(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1], opt)[0]
-        for opt in ("adamw", "adafactor")
+        for opt in ("adamw", "adafactor", "muon")
     }
 
 
@@ -87,6 +96,17 @@ def test_adafactor_factored_state_sharded_and_matches(single_device):
     factored = state["opt_state"][1][0]  # optax adafactor's FactoredState
     v_row = factored.v_row["blocks"]["mlp"]["gate"]  # [layers, embed]
     assert v_row.sharding.spec == P(None, "fsdp")
+
+
+def test_muon_momentum_sharded_and_matches(single_device):
+    # Newton-Schulz runs on each layer's whole matrix; XLA gathers the shards it needs.
+    losses, state = _losses(dict(data=2, fsdp=2, tensor=2), jax.devices(), "muon")
+    np.testing.assert_allclose(losses, single_device["muon"], rtol=1e-5)
+    assert losses[-1] < losses[0]
+    is_muon = lambda x: isinstance(x, optax.contrib.MuonState)  # noqa: E731
+    (muon_state,) = [s for s in jax.tree.leaves(state["opt_state"], is_leaf=is_muon) if is_muon(s)]
+    mu = muon_state.mu["blocks"]["mlp"]["gate"]  # [layers, embed, mlp]
+    assert mu.sharding.spec == P(None, "fsdp", "tensor")
 
 
 def test_gradient_accumulation_matches_full_batch(single_device):
