@@ -50,10 +50,10 @@ def demo_mixture(
 
 def get_config():
     c = base_config()
-    # Sized for < 20 min in all on 2 CPU cores (16 min 30 s measured): the data stages take
-    # ~1.7 min (demo_speech 42 s, tokenizer fit and tokenization ~1 min), then 900 steps of
-    # 1536 token positions (~0.8 s each) with periodic validation evals, and the
-    # end-of-run evaluation (14 min 50 s together).
+    # Sized for < 20 min in all on 2 CPU cores (17 min 7 s measured): the data stages take
+    # ~1.5 min (demo_speech 39 s, tokenizer fit and tokenization ~1 min), then 900 steps of
+    # 1536 token positions (~0.85 s each) with periodic validation evals, and the
+    # end-of-run evaluation (15 min 35 s together).
     c.num_train_steps = 900
     c.log_every_steps = 25
     c.checkpoint_every_steps = 250
