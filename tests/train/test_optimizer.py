@@ -127,5 +127,8 @@ def test_muon_orthogonalizes_each_layer_projection_and_adamw_updates_the_rest(lo
     np.testing.assert_allclose(
         updates["blocks"]["attn_norm"]["scale"], adam_updates["attn_norm"], rtol=1e-5, atol=1e-7
     )
+    np.testing.assert_allclose(
+        updates["final_norm"]["scale"], adam_updates["final_norm"], rtol=1e-5, atol=1e-7
+    )
     with pytest.raises(ValueError, match="logical specs"):
         make_optimizer(opt, 10)
