@@ -33,6 +33,11 @@ def parse_args(argv=None):
     p.add_argument(
         "--attention_chunk_length", type=int, default=0, help="queries per attention chunk"
     )
+    p.add_argument(
+        "--weight_grad",
+        default="auto",
+        help="ModelConfig.weight_grad: auto, explicit_transpose or xla (the layout XLA picks)",
+    )
     p.add_argument("--skip_torch", action="store_true")
     return p.parse_args(argv)
 
@@ -60,6 +65,7 @@ def bench_jax(args) -> dict:
         dtype=args.dtype,
         remat_policy=args.remat,
         attention_chunk_length=args.attention_chunk_length,
+        weight_grad=args.weight_grad,
     )
     mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1))
     tx, schedule = make_optimizer(

@@ -9,6 +9,7 @@ from typing import Any
 from audiopalm_jax.positions import PositionScheme
 
 MLP_TYPES = ("swiglu", "geglu")
+WEIGHT_GRADS = ("auto", "explicit_transpose", "xla")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attention_out")
 
 
@@ -35,6 +36,12 @@ class ModelConfig:
     ``audio_position_step`` per token; an output in the source's language restarts at
     the source's start, a translation starts past it: :mod:`audiopalm_jax.positions`).
     The data pipeline and the decoder compute them; the Transformer only reads them.
+    ``weight_grad``: how the dense projections' weight gradients ``x^T @ dy`` are laid
+    out. ``explicit_transpose`` transposes the smaller of ``x`` and ``dy`` as a copy
+    first; ``xla`` leaves it to XLA, whose CPU layout pass may transpose the larger one
+    inside a slow fusion instead (the MLP's gate and up projections); ``auto``:
+    ``explicit_transpose`` on CPU, ``xla`` on accelerators, whose matmuls read transposed
+    operands directly.
     """
 
     vocab_size: int
@@ -63,6 +70,7 @@ class ModelConfig:
     remat_policy: str = "none"
     attention_chunk_length: int = 0  # > 0: attention this many queries at a time
     position_scheme: str = "sequential"
+    weight_grad: str = "auto"
     text_position_step: int = 4  # aligned scheme only
     audio_position_step: int = 3
 
@@ -72,6 +80,10 @@ class ModelConfig:
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(
                 f"remat_policy={self.remat_policy!r}; allowed: {', '.join(REMAT_POLICIES)}"
+            )
+        if self.weight_grad not in WEIGHT_GRADS:
+            raise ValueError(
+                f"weight_grad={self.weight_grad!r}; allowed: {', '.join(WEIGHT_GRADS)}"
             )
         PositionScheme.of(self)  # validates the scheme and its steps
         if self.attention_chunk_length < 0:

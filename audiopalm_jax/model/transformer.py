@@ -8,7 +8,15 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from audiopalm_jax.model.config import ModelConfig
-from audiopalm_jax.model.layers import MLP, Attention, Cache, Embedder, RMSNorm, attention_mask
+from audiopalm_jax.model.layers import (
+    MLP,
+    Attention,
+    Cache,
+    Embedder,
+    RMSNorm,
+    attention_mask,
+    dense,
+)
 from audiopalm_jax.sharding import constrain
 
 _ACT = ("activation_batch", "activation_length", "activation_embed")
@@ -160,7 +168,7 @@ class Transformer(nnx.Module):
         ``output_weight()``, taken once by a caller that projects chunk by chunk."""
         cfg = self.cfg
         w = self.output_weight() if weight is None else weight
-        logits = jnp.einsum("...d,dv->...v", x, w).astype(jnp.float32)
+        logits = dense(x, w, 1, cfg.weight_grad).astype(jnp.float32)
         if cfg.final_logit_softcap:
             logits = jnp.tanh(logits / cfg.final_logit_softcap) * cfg.final_logit_softcap
         names = ("activation_batch", "activation_length")[: x.ndim - 1]

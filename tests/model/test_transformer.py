@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from audiopalm_jax.model import ModelConfig, Transformer, init_cache
+from audiopalm_jax.model import ModelConfig, Transformer, init_cache, layers
 
 CFG = ModelConfig(
     vocab_size=128, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=64
@@ -88,6 +88,45 @@ def test_remat_policies_give_the_same_gradients(policy):
     )
 
 
+@pytest.mark.parametrize("in_axes, w_shape", [(1, (6, 10)), (1, (10, 3)), (2, (2, 5, 3))])
+def test_dense_explicit_transpose_matches_tensordot_gradients(in_axes, w_shape):
+    # Both branches of the weight gradient (input narrower / wider than the output) and a
+    # two-axis contraction (the attention output projection), against jax's own autodiff.
+    x = jax.random.normal(jax.random.key(0), (3, 4, *w_shape[:in_axes]))
+    w = jax.random.normal(jax.random.key(1), w_shape)
+    dy = jax.random.normal(jax.random.key(2), (3, 4, *w_shape[in_axes:]))
+
+    def loss(mode):
+        return lambda x, w: jnp.sum(layers.dense(x, w, in_axes, mode) * dy)
+
+    want = jax.grad(lambda x, w: jnp.sum(jnp.tensordot(x, w, in_axes) * dy), (0, 1))(x, w)
+    for mode in ("explicit_transpose", "xla", "auto"):
+        got = jax.jit(jax.grad(loss(mode), (0, 1)))(x, w)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        layers.dense(x, w, in_axes, "explicit_transpose"),
+        jnp.tensordot(x, w, in_axes),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_weight_grad_modes_give_the_same_model_gradients():
+    tokens, pos = _inputs()
+
+    def grads(model):
+        return nnx.grad(lambda m: jnp.mean(m(tokens, pos)[0] ** 2))(model)
+
+    reference = grads(_model(weight_grad="xla", tie_embeddings=False, qkv_bias=True))
+    other = grads(_model(weight_grad="explicit_transpose", tie_embeddings=False, qkv_bias=True))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        nnx.state(reference),
+        nnx.state(other),
+    )
+
+
 @pytest.mark.parametrize("kv_heads", [2, 4])  # grouped-query and multi-head
 def test_query_chunked_attention_matches_whole(kv_heads):
     """Chunks of 4 queries over 11 positions (a padded last chunk), two packed segments
@@ -152,6 +191,8 @@ def test_config_validation_names_the_bad_value():
         dataclasses.replace(CFG, mlp_type="relu")
     with pytest.raises(ValueError, match="num_heads=4 must be a multiple of num_kv_heads=3"):
         dataclasses.replace(CFG, num_kv_heads=3)
+    with pytest.raises(ValueError, match="weight_grad='fast'; allowed: auto, explicit_transpose"):
+        dataclasses.replace(CFG, weight_grad="fast")
     with pytest.raises(ValueError, match="attention_chunk_length=-1"):
         dataclasses.replace(CFG, attention_chunk_length=-1)
     with pytest.raises(ValueError, match="unknown model config keys"):

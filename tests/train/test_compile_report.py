@@ -8,9 +8,11 @@ import sys
 import jax
 import pytest
 
+from audiopalm_jax import sharding
 from audiopalm_jax.train import compile_findings as cf
 from audiopalm_jax.train import compile_report as cr
 from audiopalm_jax.train.loop import setup_from_config
+from audiopalm_jax.train.step import make_train_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -171,6 +173,25 @@ def test_chunked_attention_lowers_the_step_memory(tpu_topologies, load_config):
     scores = 2 * 4 * 2048 * 2048 * 4
     saved = whole["per_device_bytes"] - chunked["per_device_bytes"]
     assert saved > 0.5 * scores, (whole["per_device_bytes"], chunked["per_device_bytes"])
+
+
+def test_weight_grad_auto_follows_the_compile_target(tpu_topologies, load_config):
+    # "auto" materialises transposes for the weight gradients (behind optimization
+    # barriers) only when the step is compiled for CPU, not for TPU devices from a CPU host.
+    _, tpu = cr.topology_devices("v5e:2x2")
+    barriers = {}
+    for target, devices in (("tpu", tpu), ("cpu", jax.devices("cpu")[:1])):
+        for mode in ("auto", "xla"):
+            config = _small(load_config, layers=1, batch=8, seq=128)
+            config.model.weight_grad = mode
+            setup = setup_from_config(config, cr.vocab_size_from_config(config.vocab), devices)
+            step = make_train_step(setup, seed=0)
+            batch = cr.abstract_batch(setup, 8, 128)
+            with jax.set_mesh(setup.mesh), sharding.axis_rules(setup.rules):
+                text = step.lower(setup.abstract_state, batch).as_text()
+            barriers[target, mode] = text.count("optimization_barrier")
+    assert barriers["tpu", "auto"] == barriers["tpu", "xla"], barriers
+    assert barriers["cpu", "auto"] > barriers["cpu", "xla"], barriers
 
 
 def test_roofline_of_a_step_that_fits_only_chunked(tpu_topologies, load_config):
