@@ -16,7 +16,6 @@ validation slices do not hold (docs/demo_run.md).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -30,10 +29,9 @@ PROBES = ("ASR:en", "AST:en-fr", "MT:en-fr", "S2ST:en-fr", "TTS:en")
 
 
 def _demo_config():
-    spec = importlib.util.spec_from_file_location("demo_config", f"{ROOT}/configs/demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    from audiopalm_jax.train.config import load_config_file
+
+    return load_config_file(f"{ROOT}/configs/demo.py")
 
 
 def _override(config, key: str, value) -> None:

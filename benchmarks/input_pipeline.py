@@ -12,7 +12,6 @@ counting the ``batch_size x seq_len`` token positions of a batch (padding includ
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -25,10 +24,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _demo_config():
-    spec = importlib.util.spec_from_file_location("demo_config", f"{ROOT}/configs/demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    from audiopalm_jax.train.config import load_config_file
+
+    return load_config_file(f"{ROOT}/configs/demo.py")
 
 
 def pipeline_throughput(config, vocab, num_batches: int) -> tuple[dict, list]:

@@ -12,33 +12,11 @@ perfect TTS would generate). ``ratio`` = resynthesized / real CER per split and 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
 
-import numpy as np
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _config(path: str):
-    spec = importlib.util.spec_from_file_location("bench_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
-def _utterances(records, language: str, limit: int) -> tuple[list[np.ndarray], list[str]]:
-    waves, texts = [], []
-    for i in range(min(limit, len(records))):
-        utt = (records[i].get("utterances") or {}).get(language)
-        if not utt:
-            continue
-        waves.append(np.asarray(utt["audio"]).astype(np.float32) / 32768.0)
-        text = utt["text"]
-        texts.append(text.decode() if isinstance(text, bytes) else str(text))
-    return waves, texts
 
 
 def main(argv=None) -> dict:
@@ -51,22 +29,27 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     from audiopalm_jax.evaluation import metrics
+    from audiopalm_jax.evaluation.evaluate import SAMPLE_RATE, task_examples
     from audiopalm_jax.evaluation.run import open_split
     from audiopalm_jax.inference.api import AudioPaLM
+    from audiopalm_jax.train.config import load_config_file
 
-    config = _config(args.config)
+    config = load_config_file(args.config)
     model = AudioPaLM.from_pretrained(args.workdir)
     tokenizer = model.audio_tokenizer
     dataset = config.evaluation.get("dataset") or next(iter(config.data.datasets))
     sr = int(tokenizer.sample_rate)
     rows = []
     for split in args.splits.split(","):
-        records = open_split(config, dataset, split)
+        split_records = open_split(config, dataset, split)
+        records = [split_records[i] for i in range(min(args.limit, len(split_records)))]
         for lang in args.languages.split(","):
-            waves, refs = _utterances(records, lang, args.limit)
-            tokens, lengths = tokenizer.encode(waves, 16_000)
+            examples = task_examples(records, "ASR", lang)  # int16 speech, its transcript
+            waves = [e["source"] for e in examples]
+            refs = [e["reference"] for e in examples]
+            tokens, lengths = tokenizer.encode(waves, SAMPLE_RATE)
             resynthesized = tokenizer.decode(tokens, lengths)
-            real = model.transcribe([(w, 16_000) for w in waves], language=lang)
+            real = model.transcribe([(w, SAMPLE_RATE) for w in waves], language=lang)
             resynth = model.transcribe([(w, sr) for w in resynthesized], language=lang)
             cer_real = metrics.cer(real, refs, language=lang)["score"]
             cer_resynth = metrics.cer(resynth, refs, language=lang)["score"]

@@ -18,8 +18,9 @@ LANGUAGES = ("en", "fr", "de", "es")
 # on the unseen word combinations of `test` (AST en->fr alone: BLEU 14 after 300 steps,
 # 52 after 600; docs/demo_run.md), and English ASR (~18%) reaches its CER bar only with
 # more than the warm-up (test CER 18.4% at weight 8, 11.0% at 20, 1600 steps). Speech
-# output (S2ST, TTS: long audio targets, ~30% of the positions at the earlier weights)
-# stays at guessing level in this budget either way, so it keeps small weights. Spread
+# output (S2ST, TTS, the combined task: ~22% of the token positions at the earlier
+# weights, ~14% now) stays at guessing level in this budget either way, so it keeps
+# small weights. Spread
 # evenly over six directions, English->French AST got ~430 examples (BLEU 1.5).
 MIXTURE_WEIGHTS = {
     "ASR": {"en": 20, "fr": 4, "de": 4, "es": 4},

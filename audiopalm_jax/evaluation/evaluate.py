@@ -102,8 +102,9 @@ def _normalize_directions(directions, tasks) -> dict[str, list[str]] | None:
     return out
 
 
-def _examples(records, task: str, direction: str) -> list[dict[str, Any]]:
-    """(id, source, reference) of the records that have what ``task`` needs."""
+def task_examples(records, task: str, direction: str) -> list[dict[str, Any]]:
+    """``{"id", "source", "reference"}`` of the records that have what ``task`` needs
+    in ``direction`` (source audio or text, reference text; audio as stored, int16)."""
     src, tgt = _split(direction)
     side = {"src": src, "tgt": tgt}
     (s_side, s_mod), (r_side, r_mod) = _READS[task]
@@ -252,7 +253,7 @@ def evaluate(
             for lang in filter(None, _split(d)):
                 language_code(lang)
     batch_size = int(batch_size or getattr(model, "batch_size", 16))
-    jobs = [(t, d, _examples(records, t, d)) for t in tasks for d in dirs[t]]
+    jobs = [(t, d, task_examples(records, t, d)) for t in tasks for d in dirs[t]]
     total = sum(len(ex) for _, _, ex in jobs)
     bar = None
     if progress:

@@ -6,9 +6,23 @@ config has every key and ``--config.key=value`` overrides are type-checked again
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 
 from audiopalm_jax.sharding import DEFAULT_RULES
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    """A config file's ``get_config()``, as ``--config`` reads it (for scripts and tests)."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(f"config_{name}", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"no config file at {path!r}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -1,19 +1,17 @@
 """Shared fixtures for trainer tests: the tiny config and a way to read a run's losses."""
 
-import importlib.util
 import json
 import os
 
 import pytest
 
+from audiopalm_jax.train.config import load_config_file
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def load_config(name: str = "tiny"):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config_file(os.path.join(REPO, "configs", f"{name}.py"))
 
 
 def read_metrics(workdir: str) -> dict[int, dict]:
