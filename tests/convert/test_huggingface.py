@@ -6,10 +6,16 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from audiopalm_jax.convert.huggingface import extend_vocab, load_hf_checkpoint  # noqa: E402
+from audiopalm_jax.convert.huggingface import (  # noqa: E402
+    extend_vocab,
+    load_hf_checkpoint,
+    params_from_hf_tensors,
+)
 from audiopalm_jax.model import Transformer  # noqa: E402
 
 COMMON = dict(
@@ -67,6 +73,40 @@ def test_logits_match_transformers(kind, scan_layers, tmp_path):
     positions = jnp.broadcast_to(jnp.arange(17), (2, 17))
     got, _ = ours(jnp.asarray(tokens), positions)
     np.testing.assert_allclose(np.asarray(got), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["llama", "llama_mha", "gemma"])
+def test_gradients_match_transformers(kind, tmp_path):
+    """Every parameter's cross-entropy gradient matches PyTorch autograd's. The HF
+    gradients go through the same conversion as the weights (it only reshapes and
+    transposes, so it maps gradients too)."""
+    hf = _hf_model(kind, tmp_path)
+    ours, cfg = _ours(tmp_path)
+    rng = np.random.default_rng(2)
+    tokens, targets = rng.integers(0, COMMON["vocab_size"], (2, 2, 17))
+    logits = hf(torch.from_numpy(tokens)).logits
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, COMMON["vocab_size"]), torch.from_numpy(targets).reshape(-1)
+    )
+    loss.backward()
+    expected = params_from_hf_tensors(
+        {name: p.grad.numpy() for name, p in hf.named_parameters()}, cfg
+    )
+    positions = jnp.broadcast_to(jnp.arange(17), (2, 17))
+
+    def our_loss(model):
+        logits = model(jnp.asarray(tokens), positions)[0]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+    got = nnx.to_pure_dict(nnx.state(nnx.grad(our_loss)(ours), nnx.Param))
+    flat_got = dict(jax.tree_util.tree_leaves_with_path(got))
+    flat_expected = dict(jax.tree_util.tree_leaves_with_path(expected))
+    assert flat_got.keys() == flat_expected.keys()
+    for path, g in flat_got.items():
+        e = np.asarray(flat_expected[path])
+        scale = np.abs(e).max()
+        assert scale > 0, path
+        np.testing.assert_allclose(np.asarray(g), e, atol=1e-4 * scale, rtol=0, err_msg=str(path))
 
 
 @pytest.mark.parametrize("kind", ["llama", "llama_mha"])

@@ -128,6 +128,39 @@ def test_weight_grad_modes_give_the_same_model_gradients():
 
 
 @pytest.mark.parametrize("kv_heads", [2, 4])  # grouped-query and multi-head
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_attention_gradients_match_autodiff_of_plain_softmax(kv_heads, softcap):
+    """The attention's own backward (probabilities recomputed from the log-sum-exp)
+    against JAX autodiff of a plain softmax, over a packed, prefixed, padded mask."""
+    b, n, h, hd = 2, 11, 4, 8
+    shapes = [(b, n, h, hd), (b, n, kv_heads, hd), (b, n, kv_heads, hd), (b, n, h, hd)]
+    keys = jax.random.split(jax.random.key(3), len(shapes))
+    q, k, v, d_out = (jax.random.normal(key, s) for key, s in zip(keys, shapes, strict=True))
+    segments = jnp.array([[1] * 6 + [2] * 5, [1] * 9 + [0] * 2])
+    prefix = jnp.array([[1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0], [1] * 4 + [0] * 7])
+    index = jnp.broadcast_to(jnp.arange(n), (b, n))
+    mask = layers.attention_mask(segments, segments, index, index, prefix, prefix)
+
+    def plain(q, k, v):
+        group = h // kv_heads
+        kr, vr = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
+        scores = jnp.einsum("blhd,bshd->bhls", q, kr)
+        if softcap:
+            scores = jnp.tanh(scores / softcap) * softcap
+        scores = jnp.where(mask[:, None], scores, -jnp.inf)
+        return jnp.einsum("bhls,bshd->blhd", jax.nn.softmax(scores, axis=-1), vr)
+
+    def ours(q, k, v):
+        return layers._dot_product_attention(q, k, v, mask, softcap)
+
+    out, vjp = jax.vjp(ours, q, k, v)
+    expected_out, expected_vjp = jax.vjp(plain, q, k, v)
+    np.testing.assert_allclose(out, expected_out, rtol=1e-5, atol=1e-5)
+    for got, expected in zip(vjp(d_out), expected_vjp(d_out), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kv_heads", [2, 4])  # grouped-query and multi-head
 def test_query_chunked_attention_matches_whole(kv_heads):
     """Chunks of 4 queries over 11 positions (a padded last chunk), two packed segments
     with prefixes, soft-capped scores: same logits and gradients as all queries at once."""
