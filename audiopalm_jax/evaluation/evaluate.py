@@ -206,6 +206,20 @@ def _score(model, task, src, tgt, examples, outputs, batch_size) -> tuple[dict, 
     return result, rows
 
 
+def _task_limits(limit: int | Mapping[str, int] | None, tasks: list[str]) -> dict[str, int]:
+    """Records per task (0: all) from ``evaluate``'s ``limit``."""
+    if not isinstance(limit, Mapping):
+        return {t: int(limit or 0) for t in tasks}
+    given = {str(t).upper(): n for t, n in limit.items()}
+    unknown = sorted(set(given) - set(TASKS))
+    if unknown:
+        raise ValueError(f"limit names unknown tasks {unknown}; evaluable tasks: {list(TASKS)}")
+    for t, n in given.items():
+        if int(n) < 0:
+            raise ValueError(f"limit[{t!r}]={n} must be >= 0 (0: all records)")
+    return {t: int(given.get(t) or 0) for t in tasks}
+
+
 class _Limited(Sequence):
     """The first ``limit`` records of a sequence, read lazily."""
 
@@ -228,7 +242,7 @@ def evaluate(
     tasks: Sequence[str] = TASKS,
     *,
     directions: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
-    limit: int | None = None,
+    limit: int | Mapping[str, int] | None = None,
     batch_size: int | None = None,
     sampling: Any = None,
     max_new_tokens: int | None = None,
@@ -239,21 +253,24 @@ def evaluate(
     ``model``: an :class:`~audiopalm_jax.inference.api.AudioPaLM` (or anything with its
     task methods). ``directions``: ``["fr-en", "en"]`` for all tasks, or ``{"ASR": ["en"],
     ...}``; default: what the model was trained on, as present in the records.
-    ``limit``: only the first records. ``sampling`` / ``max_new_tokens``: as in
-    ``AudioPaLM.generate``.
+    ``limit``: only the first records (0 or None: all); a mapping gives it per task
+    (``{"ASR": 100, "TTS": 20}``; tasks it leaves out: all). ``sampling`` /
+    ``max_new_tokens``: as in ``AudioPaLM.generate``.
     """
     tasks = [str(t).upper() for t in tasks]
     for t in tasks:
         if t not in TASKS:
             raise ValueError(f"unknown task {t!r}; evaluable tasks: {', '.join(TASKS)}")
-    records = _Limited(records, limit)
+    limits = _task_limits(limit, tasks)
     dirs = _normalize_directions(directions, tasks) or default_directions(model, records, tasks)
     for t in tasks:  # fail on a bad language before any decoding
         for d in dirs[t]:
             for lang in filter(None, _split(d)):
                 language_code(lang)
     batch_size = int(batch_size or getattr(model, "batch_size", 16))
-    jobs = [(t, d, task_examples(records, t, d)) for t in tasks for d in dirs[t]]
+    jobs = [
+        (t, d, task_examples(_Limited(records, limits[t]), t, d)) for t in tasks for d in dirs[t]
+    ]
     total = sum(len(ex) for _, _, ex in jobs)
     bar = None
     if progress:

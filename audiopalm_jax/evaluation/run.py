@@ -7,7 +7,7 @@ Config (``config.evaluation``)::
         splits=["test"],       # pipeline split names (mapped by data.datasets[alias].splits)
         tasks=["ASR", "AST", "S2ST", "TTS", "MT"],
         directions=[],         # e.g. ["fr-en", "en"]; []: the trained ones in the records
-        limit=100,             # records per split; 0: all
+        limit=100,             # records per split; 0: all; or per task, {"ASR": 100, ...}
         batch_size=16,
         num_beams=1,           # 1: greedy; > 1: beam search
         length_penalty=1.0,
@@ -45,6 +45,13 @@ DEFAULTS: dict[str, Any] = dict(
     periodic_splits=["validation"],
     periodic_limit=8,
 )
+
+
+def _limit(value) -> int | dict[str, int]:
+    """``evaluation.limit``: an int, or a ConfigDict / dict of task -> records."""
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    return dict(value) if isinstance(value, Mapping) else int(value)
 
 
 def evaluation_settings(config) -> dict[str, Any]:
@@ -175,7 +182,7 @@ def evaluate_workdir(
             open_split(config, alias, split),
             tasks=s["tasks"],
             directions=list(s["directions"]) or None,
-            limit=int(s["limit"]) or None,
+            limit=_limit(s["limit"]),
             batch_size=int(s["batch_size"]),
             sampling=sampling,
             max_new_tokens=int(s["max_new_tokens"]) or None,

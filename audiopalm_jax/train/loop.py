@@ -199,7 +199,10 @@ def _evaluate_tasks(config, workdir: str, setup: TrainSetup, vocab: JointVocab, 
         step=step,
     )
     periodic = config.copy_and_resolve_references()
-    periodic.evaluation.limit = int(settings["periodic_limit"])
+    # A fresh section: ``limit`` may be a per-task ConfigDict, which an int cannot replace.
+    periodic.evaluation = ml_collections.ConfigDict(
+        {**settings, "limit": int(settings["periodic_limit"])}
+    )
     results = evaluate_workdir(
         periodic, workdir, splits=list(settings["periodic_splits"]), step=step, model=model
     )

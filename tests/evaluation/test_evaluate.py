@@ -124,6 +124,22 @@ def test_directions_tasks_and_limit():
         evaluate(model, _records(), tasks=["SING"], progress=False)
 
 
+def test_limit_per_task():
+    """A mapping limits the tasks it names; the others read every record."""
+    model = FakeModel()
+    records = _records()
+    out = evaluate(
+        model, records, tasks=["ASR", "MT"], directions=["fr-en"], limit={"asr": 2}, progress=False
+    )
+    everything = evaluate(model, records, tasks=["MT"], directions=["fr-en"], progress=False)
+    assert out["metrics"]["num_examples/asr"] == 2
+    assert out["metrics"]["num_examples/mt"] == everything["metrics"]["num_examples/mt"] > 2
+    with pytest.raises(ValueError, match=r"unknown tasks \['SING'\]"):
+        evaluate(model, records, tasks=["ASR"], limit={"SING": 1}, progress=False)
+    with pytest.raises(ValueError, match=r"limit\['ASR'\]=-1"):
+        evaluate(model, records, tasks=["ASR"], limit={"ASR": -1}, progress=False)
+
+
 def test_speech_tokens_are_not_scored():
     out = evaluate(FakeModel(can_decode=False), _records(), tasks=["TTS"], progress=False)
     assert not any(k.startswith("tts_cer") for k in out["metrics"])
@@ -137,7 +153,11 @@ def test_evaluate_workdir_writes_metrics_and_predictions(tmp_path, monkeypatch, 
     config = ml_collections.ConfigDict(
         {
             "data": {"mixture": ["demo:ASR:en:1"], "datasets": {"demo": "demo_speech"}},
-            "evaluation": {"splits": ["test", "validation"], "tasks": ["ASR", "MT"], "limit": 2},
+            "evaluation": {
+                "splits": ["test", "validation"],
+                "tasks": ["ASR", "MT"],
+                "limit": {"ASR": 2},  # per task, as configs/demo.py; MT: every record
+            },
         }
     )
     monkeypatch.setattr(run_lib, "open_split", lambda cfg, alias, split: _records())
@@ -148,6 +168,7 @@ def test_evaluate_workdir_writes_metrics_and_predictions(tmp_path, monkeypatch, 
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert set(metrics) == {"test", "validation"} and metrics == results
     assert metrics["test"]["num_examples/asr"] == 4  # en and fr, 2 records each
+    assert metrics["test"]["num_examples/mt"] == 6  # en-fr and fr-en, all 3 records
     lines = (out_dir / "asr.jsonl").read_text().splitlines()
     assert len(lines) == 8 and json.loads(lines[0])["split"] == "test"
     assert os.path.exists(out_dir / "mt.jsonl")

@@ -49,6 +49,7 @@ def _config(data_dir: str) -> ml_collections.ConfigDict:
             directions=("en",),
             batch_size=4,
             max_new_tokens=8,
+            limit=dict(ASR=3),  # per task (the end-of-run eval); the periodic one takes 2
             every_steps=2,
             periodic_splits=("validation",),
             periodic_limit=2,
