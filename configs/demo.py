@@ -20,8 +20,8 @@ LANGUAGES = ("en", "fr", "de", "es")
 # more than the warm-up (test CER 18.4% at weight 8, 11.0% at 20, 1600 steps). Speech
 # output (S2ST, TTS, the combined task: ~22% of the token positions at the earlier
 # weights, ~14% now) stays at guessing level in this budget either way, so it keeps
-# small weights. Spread
-# evenly over six directions, English->French AST got ~430 examples (BLEU 1.5).
+# small weights. Spread evenly over six directions, English->French AST got ~430
+# examples (BLEU 1.5).
 MIXTURE_WEIGHTS = {
     "ASR": {"en": 20, "fr": 4, "de": 4, "es": 4},
     "TTS": {"en": 1, "fr": 1, "de": 1, "es": 1},
@@ -45,11 +45,11 @@ def demo_mixture(
 
 def get_config():
     c = base_config()
-    # Sized for < 20 min in all on 2 CPU cores: the data stages take ~1-1.5 min, then 1400
-    # steps of 1536 token positions (~0.35 s each on the 2026-11-25 afternoon machine, whose
-    # f32 matmul peak is ~500 GFLOP/s; the 211 GFLOP/s morning machine ran the step before
-    # this session's faster one ~1.5x slower) with periodic validation evals, and the
-    # end-of-run evaluation (docs/demo_run.md has the timings).
+    # Sized for < 20 min in all on 2 CPU cores: the data stages take ~1.3 min, then 1400
+    # steps of 1536 token positions (~0.36 s each) with periodic validation evals, and the
+    # end-of-run evaluation: 12 min 21 s in all on the 2026-11-25 afternoon machine (f32
+    # matmul peak ~500 GFLOP/s). The 211 GFLOP/s morning machine ran an earlier step ~1.4x
+    # slower; ~17-20 min estimated there (docs/demo_run.md has the timings).
     c.num_train_steps = 1400
     c.log_every_steps = 25
     c.checkpoint_every_steps = 250

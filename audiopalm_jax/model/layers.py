@@ -293,13 +293,12 @@ def _softmax_attention_fwd(q, k, v, mask, softcap, axes):
 def _softmax_attention_bwd(softcap, axes, residuals, d_out):
     qa, ka, sa = axes
     q, k, v, mask, out, log_sum_exp = residuals
-    dt = q.dtype
+    dt, f32 = q.dtype, jnp.float32
     logits, capped = _scores(q, k, mask, softcap, axes)
     probs = jnp.where(mask, jnp.exp(logits - log_sum_exp), 0.0)  # f32
     d_v = jnp.einsum(f"{sa},{qa}->{ka}", probs.astype(dt), d_out)
-    d_probs = jnp.einsum(f"{qa},{ka}->{sa}", d_out, v).astype(jnp.float32)
+    d_probs = jnp.einsum(f"{qa},{ka}->{sa}", d_out, v).astype(f32)
     # sum_s probs * d_probs, from the small tensors: d_out . out.
-    f32 = jnp.float32
     row = jnp.einsum(f"{qa},{qa}->{sa[:-1]}", d_out.astype(f32), out.astype(f32))[..., None]
     d_logits = probs * (d_probs - row)
     if capped is not None:
