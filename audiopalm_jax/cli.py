@@ -50,6 +50,10 @@ def _dispatch(verb: str, config) -> None:
             from audiopalm_jax.data.prepare import prepare
 
             prepare(config, workdir)
+            if config.acoustic.enabled:
+                from audiopalm_jax.acoustic.data import fit_acoustic
+
+                fit_acoustic(config, workdir)
         step = int(train(config, workdir)["step"])
         if config.get("evaluation") and config.data.source != "synthetic":
             from audiopalm_jax.evaluation import run as evaluation

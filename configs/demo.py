@@ -138,6 +138,12 @@ def get_config():
             ),
         )
     )
+    # The acoustic stage (audiopalm_jax/acoustic): the language model's audio tokens + 3 s
+    # of the source speaker -> log-mel -> Griffin-Lim, so S2ST keeps the speaker's voice
+    # and TTS speaks in a given one. Trained after `prepare` on the train split (a voice
+    # prompt from the same speaker in another language). demo_speech utterances are
+    # 20-82 tokens, so 96 bounds one call (longer outputs are spoken in 96-token pieces).
+    c.acoustic.update(enabled=True, steps=600, batch_size=16, max_tokens=96)
     # Run at the end of `audiopalm train` and by `audiopalm eval`: every task and direction
     # on the unseen-combination test split and the held-out voice.
     c.evaluation = ml_collections.ConfigDict(
@@ -148,10 +154,12 @@ def get_config():
             # English-centred subset keeps the end-of-run eval to minutes; (): every direction.
             directions=("en", "fr", "de", "es", "en-fr", "fr-en", "en-de", "en-es"),
             # Records per split (each gives one example per direction): 100 for the text
-            # outputs (on 20, English CER moved +-5 points between runs), 20 for the speech
+            # outputs (on 20, English CER moved +-5 points between runs), 50 for the speech
             # outputs, whose decoding and re-transcription cost most of the evaluation.
             # Override one with --config.evaluation.limit.ASR=300 (0: every record).
-            limit=dict(ASR=100, AST=100, MT=100, S2ST=20, TTS=20),
+            limit=dict(ASR=100, AST=100, MT=100, S2ST=50, TTS=50),
+            # Speech outputs also judged by pocketsphinx (English) and resemblyzer (voice).
+            judges=True,
             every_steps=500,  # periodic eval while training, on a validation slice
             periodic_splits=("validation",),
             periodic_limit=4,

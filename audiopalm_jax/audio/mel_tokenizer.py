@@ -92,7 +92,7 @@ class MelConfig:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _stacked_log_mel(cfg: MelConfig, x: jax.Array, lengths: jax.Array) -> jax.Array:
+def stacked_log_mel(cfg: MelConfig, x: jax.Array, lengths: jax.Array) -> jax.Array:
     """[B, N] audio -> [B, T, stack * n_mels] token-rate log-mel; padding is silence."""
     floor = float(np.log(cfg.log_floor))
     feats, _ = F.log_mel(
@@ -118,7 +118,7 @@ def _analysis_features(cfg: MelConfig, x, lengths, template) -> jax.Array:
     """[B, N] audio -> [B, T, feature_dim]: what the codebook clusters (``cfg.features``)."""
     if cfg.features == "vtln_cepstra":
         return speaker_norm.normalized_cepstra(cfg, x, lengths, template)[0]
-    return _stacked_log_mel(cfg, x, lengths)
+    return stacked_log_mel(cfg, x, lengths)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -128,7 +128,7 @@ def _tokens(cfg: MelConfig, x, lengths, template, centroids, mean, std) -> jax.A
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _synthesize(cfg: MelConfig, feats: jax.Array) -> jax.Array:
+def synthesize_log_mel(cfg: MelConfig, feats: jax.Array) -> jax.Array:
     """[B, T, stack * n_mels] token-rate log-mel -> [B, T * stack * hop] waveforms."""
     b, t, _ = feats.shape
     logmel = feats.reshape(b, t * cfg.stack, cfg.n_mels)
@@ -211,7 +211,7 @@ class MelKMeansTokenizer(CodebookTokenizer):
     def _decode_features_fn(self):
         # log_mel centroids are log-mel frames already; cepstral ones need a synthesis table.
         if self.config.features == "vtln_cepstra":
-            return functools.partial(_stacked_log_mel, self.config)
+            return functools.partial(stacked_log_mel, self.config)
         return None
 
     # -- fitting ----------------------------------------------------------------------------
@@ -279,7 +279,7 @@ class MelKMeansTokenizer(CodebookTokenizer):
             for j, i in enumerate(group):
                 batch[j, : len(rows[i])] = rows[i]
             feats = self.codebook.lookup(jnp.asarray(batch))
-            waves = np.asarray(_synthesize(cfg, feats))
+            waves = np.asarray(synthesize_log_mel(cfg, feats))
             for j, i in enumerate(group):
                 out[i] = waves[j, : len(rows[i]) * samples_per_token].astype(np.float32)
         return out

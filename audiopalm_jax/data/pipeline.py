@@ -141,10 +141,15 @@ def to_parallel(tfds_name: str, record: Mapping[str, Any]) -> dict[str, Any]:
     """A stored record -> the parallel view (docs/contracts.md), audio as waveforms."""
     builder = tfds_name.split("/")[0].split(":")[0]
     if builder == "demo_speech":
+        from audiopalm_jax.data.espeak import Voice
+
         audio = record["audio"]
+        voice = _str(record["voice"])
         return {
             "id": _str(record["id"]),
-            "voice": _str(record["voice"]),
+            "voice": voice,
+            # Who speaks: the espeak variant; rate and pitch vary within a speaker.
+            "speaker": Voice.from_name(voice).variant,
             "utterances": {
                 lang: {"text": _str(text), "audio": audio.get(lang)}
                 for lang, text in record["text"].items()

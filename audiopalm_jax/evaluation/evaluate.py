@@ -15,10 +15,27 @@ plus ``num_examples/<task>`` and ``num_examples/<task>/<direction>``. WER / CER 
 match are fractions, BLEU is 0-100 (see :mod:`audiopalm_jax.evaluation.metrics`). S2ST
 and TTS are scored only when the audio tokenizer can synthesize; otherwise their
 predictions hold token counts and a warning says why.
+
+With ``judges`` (:class:`~audiopalm_jax.evaluation.judges.Judges`), speech outputs are
+also scored by outside judges (``<task>`` is ``s2st`` or ``tts``):
+
+| metric | judge |
+|---|---|
+| ``tts_cer_ext/en``, ``s2st_asr_bleu_ext/<src>-en`` | pocketsphinx (English outputs only) |
+| ``<task>_speaker_sim`` | resemblyzer: mean cosine(output, reference voice) |
+| ``<task>_speaker_margin`` | the same minus mean cosine(output, other voices' references) |
+| ``<task>_speaker_id_acc`` | share of outputs nearest to their record's speaker centroid |
+
+The reference voice is the source audio for S2ST (its output keeps the source's voice) and
+the voice prompt for TTS (the record's own audio in the source language, passed as
+``synthesize(..., voice=...)`` when the model takes it). Speakers are the records'
+``speaker`` (else ``voice``, docs/contracts.md). Prediction rows then carry
+``prediction_ext`` (the judge's transcript) and ``speaker_cos``.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -26,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from audiopalm_jax.acoustic.stage import MIN_VOICE_SECONDS  # shorter: no TTS voice prompt
+from audiopalm_jax.evaluation import judges as J
 from audiopalm_jax.evaluation import metrics as M
 from audiopalm_jax.inference.inputs import SpeechTokens, language_code, needs_target
 
@@ -102,9 +121,17 @@ def _normalize_directions(directions, tasks) -> dict[str, list[str]] | None:
     return out
 
 
+def speaker_of(record: Mapping[str, Any]) -> str | None:
+    """Who speaks a record: its ``speaker`` where the corpus knows it, else its ``voice``."""
+    who = record.get("speaker") or record.get("voice")
+    return None if who is None else str(who)
+
+
 def task_examples(records, task: str, direction: str) -> list[dict[str, Any]]:
-    """``{"id", "source", "reference"}`` of the records that have what ``task`` needs
-    in ``direction`` (source audio or text, reference text; audio as stored, int16)."""
+    """``{"id", "speaker", "source", "reference"}`` of the records that have what ``task``
+    needs in ``direction`` (source audio or text, reference text; audio as stored, int16;
+    ``speaker``: :func:`speaker_of`). TTS examples also carry ``"voice_audio"``: the
+    record's audio in the source language (the voice prompt), or None."""
     src, tgt = _split(direction)
     side = {"src": src, "tgt": tgt}
     (s_side, s_mod), (r_side, r_mod) = _READS[task]
@@ -114,7 +141,15 @@ def task_examples(records, task: str, direction: str) -> list[dict[str, Any]]:
         source = _field(rec, side[s_side], s_mod)
         reference = _field(rec, side[r_side], r_mod)
         if source is not None and reference is not None:
-            out.append({"id": str(rec.get("id", i)), "source": source, "reference": reference})
+            example = {
+                "id": str(rec.get("id", i)),
+                "speaker": speaker_of(rec),
+                "source": source,
+                "reference": reference,
+            }
+            if task == "TTS":
+                example["voice_audio"] = _field(rec, src, "audio")
+            out.append(example)
     return out
 
 
@@ -134,6 +169,36 @@ def _transcribe(model, waves: list, language: str, sr: int, batch_size: int) -> 
     return out
 
 
+def _accepts(fn, name: str) -> bool:
+    """Whether ``fn`` takes keyword ``name`` (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _synthesize(model, examples: list[dict], language: str, kw: dict) -> list[Any]:
+    """TTS of ``examples``, each in its record's own voice where the model takes a voice
+    prompt and the record has audio in ``language`` (the others: the model's default)."""
+    voiced = _accepts(model.synthesize, "voice")
+    groups: dict[bool, list[int]] = {True: [], False: []}
+    for i, e in enumerate(examples):
+        prompt = e.get("voice_audio")
+        usable = prompt is not None and len(prompt) >= MIN_VOICE_SECONDS * SAMPLE_RATE
+        groups[voiced and usable].append(i)
+    out: list[Any] = [None] * len(examples)
+    for with_voice, idx in groups.items():
+        if not idx:
+            continue
+        extra = {"voice": [_speech_input(examples[i]["voice_audio"]) for i in idx]}
+        texts = [examples[i]["source"] for i in idx]
+        waves = model.synthesize(texts, language=language, **kw, **(extra if with_voice else {}))
+        for i, w in zip(idx, waves, strict=True):
+            out[i] = w
+    return out
+
+
 def _run_task(model, task, src, tgt, examples, batch_size, sampling, max_new_tokens, bar):
     """Model outputs for every example: text (str) or waveform / SpeechTokens."""
     outputs: list[Any] = []
@@ -148,7 +213,7 @@ def _run_task(model, task, src, tgt, examples, batch_size, sampling, max_new_tok
             audio = [_speech_input(a) for a in chunk]
             out = model.translate_speech(audio, source=src, target=tgt, **kw)
         elif task == "TTS":
-            out = model.synthesize(chunk, language=src, **kw)
+            out = _synthesize(model, examples[start : start + batch_size], src, kw)
         else:
             out = model.translate_text(chunk, source=src, target=tgt, **kw)
         outputs.extend(out)
@@ -157,7 +222,48 @@ def _run_task(model, task, src, tgt, examples, batch_size, sampling, max_new_tok
     return outputs
 
 
-def _score(model, task, src, tgt, examples, outputs, batch_size) -> tuple[dict, list[dict]]:
+def _judge(judges: J.Judges, task, src, tgt, examples, outputs, rows, sr) -> dict[str, float]:
+    """Outside-judge metrics of speech ``outputs`` (waveforms at ``sr``); fills ``rows``."""
+    direction, lang, key = (f"{src}-{tgt}" if tgt else src), tgt or src, task.lower()
+    refs = [e["reference"] for e in examples]
+    result: dict[str, float] = {}
+    if judges.asr is not None and language_code(lang) == "en":
+        texts = judges.asr.transcribe(outputs, sr)
+        for row, text in zip(rows, texts, strict=True):
+            row["prediction_ext"] = text
+        if task == "TTS":
+            result[f"tts_cer_ext/{direction}"] = M.cer(texts, refs, language=lang)["score"]
+        else:
+            score = M.asr_bleu(outputs, refs, lambda _: texts, language=lang)["score"]
+            result[f"s2st_asr_bleu_ext/{direction}"] = score
+    if judges.speaker is None:
+        return result
+    # Reference voice: the source speech (S2ST keeps it), the voice prompt (TTS).
+    voice_refs = [e["source"] if task == "S2ST" else e.get("voice_audio") for e in examples]
+    idx = [i for i, a in enumerate(voice_refs) if a is not None]
+    if not idx:
+        return result
+    emb = judges.speaker.embed([outputs[i] for i in idx], sr)  # [n, 256]
+    ref = judges.speaker.embed([voice_refs[i] for i in idx], SAMPLE_RATE)  # [n, 256]
+    for i, c in zip(idx, np.sum(emb * ref, axis=1), strict=True):  # unit (or zero) rows
+        rows[i]["speaker_cos"] = float(c)
+    result[f"{key}_speaker_sim/{direction}"] = J.cosine(emb, ref)
+    voices = [examples[i]["speaker"] for i in idx]
+    named = [k for k, v in enumerate(voices) if v is not None]
+    margin = J.speaker_margin(emb[named], ref[named], [voices[k] for k in named])
+    if margin is not None:
+        result[f"{key}_speaker_margin/{direction}"] = margin
+    names, centroids = judges.centroids.get(lang, ((), None))
+    known = [k for k, v in enumerate(voices) if v in set(names)]
+    if centroids is not None and known:
+        acc = J.speaker_id_accuracy(emb[known], [voices[k] for k in known], names, centroids)
+        result[f"{key}_speaker_id_acc/{direction}"] = acc
+    return result
+
+
+def _score(
+    model, task, src, tgt, examples, outputs, batch_size, judges=None
+) -> tuple[dict, list[dict]]:
     """(metrics, per-example predictions) for one task direction."""
     direction = f"{src}-{tgt}" if tgt else src
     refs = [e["reference"] for e in examples]
@@ -203,6 +309,8 @@ def _score(model, task, src, tgt, examples, outputs, batch_size) -> tuple[dict, 
         result[f"s2st_asr_bleu/{direction}"] = score
     else:
         result[f"tts_cer/{direction}"] = M.cer(transcripts, refs, language=lang)["score"]
+    if judges is not None:
+        result.update(_judge(judges, task, src, tgt, examples, outputs, rows, sr))
     return result, rows
 
 
@@ -247,6 +355,7 @@ def evaluate(
     sampling: Any = None,
     max_new_tokens: int | None = None,
     progress: bool = True,
+    judges: J.Judges | None = None,
 ) -> dict[str, Any]:
     """Runs ``tasks`` over ``records`` -> ``{"metrics": {...}, "predictions": {task: [...]}}``.
 
@@ -255,7 +364,8 @@ def evaluate(
     ...}``; default: what the model was trained on, as present in the records.
     ``limit``: only the first records (0 or None: all); a mapping gives it per task
     (``{"ASR": 100, "TTS": 20}``; tasks it leaves out: all). ``sampling`` /
-    ``max_new_tokens``: as in ``AudioPaLM.generate``.
+    ``max_new_tokens``: as in ``AudioPaLM.generate``. ``judges``: outside judges of the
+    S2ST / TTS outputs (module docstring); those missing are named in one warning.
     """
     tasks = [str(t).upper() for t in tasks]
     for t in tasks:
@@ -268,6 +378,8 @@ def evaluate(
             for lang in filter(None, _split(d)):
                 language_code(lang)
     batch_size = int(batch_size or getattr(model, "batch_size", 16))
+    if judges is not None and {"S2ST", "TTS"} & set(tasks):
+        judges.warn_missing()
     jobs = [
         (t, d, task_examples(_Limited(records, limits[t]), t, d)) for t in tasks for d in dirs[t]
     ]
@@ -292,7 +404,7 @@ def evaluate(
                 outputs = _run_task(
                     model, task, src, tgt, examples, batch_size, sampling, max_new_tokens, bar
                 )
-            result, rows = _score(model, task, src, tgt, examples, outputs, batch_size)
+            result, rows = _score(model, task, src, tgt, examples, outputs, batch_size, judges)
             metrics.update(result)
             predictions[task.lower()].extend(rows)
     finally:

@@ -12,11 +12,15 @@ Config (``config.evaluation``)::
         num_beams=1,           # 1: greedy; > 1: beam search
         length_penalty=1.0,
         max_new_tokens=0,      # 0: from each source's length
+        judges=False,          # also score S2ST / TTS with outside judges (the [judges] extra)
     )
 
 Writes ``workdir/eval/<step>/metrics.json`` (``{split: {metric: value}}``) and
 ``workdir/eval/<step>/<task>.jsonl`` (one prediction per line, with its split), and prints
-a table.
+a table. With ``judges``, the judges' English LM (``workdir/eval/judge_lm.arpa``, from the
+training split's English sentences) and voice centroids (``workdir/eval/voice_centroids.npz``,
+from :data:`CENTROID_UTTERANCES` training utterances per speaker and output language; a
+record's ``speaker``, else its ``voice``) are built once and reused.
 """
 
 from __future__ import annotations
@@ -28,7 +32,16 @@ from typing import Any
 
 import numpy as np
 
-from audiopalm_jax.evaluation.evaluate import TASKS, evaluate
+from audiopalm_jax.evaluation import judges as J
+from audiopalm_jax.evaluation.evaluate import (
+    SAMPLE_RATE,
+    TASKS,
+    _normalize_directions,
+    _split,
+    default_directions,
+    evaluate,
+    speaker_of,
+)
 
 DEFAULTS: dict[str, Any] = dict(
     dataset="",
@@ -40,6 +53,7 @@ DEFAULTS: dict[str, Any] = dict(
     num_beams=1,
     length_penalty=1.0,
     max_new_tokens=0,
+    judges=False,
     # Periodic evaluation inside the train loop (0: only at the end of training).
     every_steps=0,
     periodic_splits=["validation"],
@@ -98,6 +112,76 @@ def open_split(config, alias: str, split: str) -> Sequence[dict]:
             "run `audiopalm prepare` or set config.data.data_dir"
         ) from e
     return _ParallelRecords(source, name)
+
+
+CENTROID_UTTERANCES = 6  # training utterances per speaker and language in a centroid
+
+
+def _speech_languages(model, records, settings: Mapping[str, Any]) -> list[str]:
+    """Output languages of the S2ST / TTS directions ``evaluate`` will run."""
+    tasks = [str(t).upper() for t in settings["tasks"] if str(t).upper() in ("S2ST", "TTS")]
+    if not tasks:
+        return []
+    given = _normalize_directions(list(settings["directions"]) or None, tasks)
+    dirs = given or default_directions(model, records, tasks)
+    return sorted({_split(d)[1] or _split(d)[0] for t in tasks for d in dirs[t]})
+
+
+def build_judges(config, workdir: str, alias: str, languages: Sequence[str]) -> J.Judges:
+    """The installed outside judges, their LM and the voice centroids of ``languages``,
+    from the training split (read once; cached under ``workdir/eval/``)."""
+    eval_dir = os.path.join(workdir, "eval")
+    os.makedirs(eval_dir, exist_ok=True)
+    lm_path = os.path.join(eval_dir, "judge_lm.arpa")
+    cache_path = os.path.join(eval_dir, "voice_centroids.npz")
+    missing = J.missing_judges()
+    cached: dict[str, np.ndarray] = {}
+    if os.path.exists(cache_path):
+        with np.load(cache_path, allow_pickle=False) as z:
+            cached = {k: z[k] for k in z.files}
+    use_lm = "asr" not in missing and "en" in languages  # the ASR judge reads English
+    need_lm = use_lm and not os.path.exists(lm_path)
+    need = [] if "speaker" in missing else [x for x in languages if f"names_{x}" not in cached]
+    texts: list[str] = []
+    by_voice: dict[str, dict[str, list[np.ndarray]]] = {x: {} for x in need}
+    if need_lm or need:
+        records = open_split(config, alias, "train")
+        for i in range(len(records)):
+            rec = records[i]
+            utts = rec.get("utterances") or {}
+            if need_lm and (utts.get("en") or {}).get("text"):
+                texts.append(str(utts["en"]["text"]))
+            for lang in need:
+                audio = (utts.get(lang) or {}).get("audio")
+                waves = by_voice[lang].setdefault(str(speaker_of(rec)), [])
+                if audio is not None and len(audio) and len(waves) < CENTROID_UTTERANCES:
+                    waves.append(np.asarray(audio))
+    if need_lm:
+        tmp = f"{lm_path}.tmp{os.getpid()}"
+        stats = J.bigram_arpa(texts, tmp, J.pronounceable_words())
+        os.replace(tmp, lm_path)
+        print(
+            f"judge LM: {stats['words']} words, {stats['bigrams']} bigrams from "
+            f"{stats['sentences']} training sentences; {stats['dropped_oov_words']} words "
+            f"({stats['dropped_oov_tokens']} tokens) not in the CMU dictionary dropped"
+        )
+    judges = J.Judges.available(lm_path if use_lm else None)
+    if judges.speaker is not None and need:
+        for lang in need:
+            voices = {v: w for v, w in by_voice[lang].items() if w}
+            if voices:
+                names, centroids = judges.speaker.centroids(voices, SAMPLE_RATE)
+                cached[f"names_{lang}"] = np.asarray(names, dtype=str)
+                cached[f"centroids_{lang}"] = centroids
+        tmp = f"{cache_path[: -len('.npz')]}.tmp{os.getpid()}.npz"
+        np.savez(tmp, **cached)  # float / str arrays: no pickle
+        os.replace(tmp, cache_path)
+    judges.centroids = {
+        x: ([str(n) for n in cached[f"names_{x}"]], cached[f"centroids_{x}"])
+        for x in languages
+        if f"names_{x}" in cached
+    }
+    return judges
 
 
 def _dataset_alias(config, settings: Mapping[str, Any]) -> str:
@@ -175,17 +259,23 @@ def evaluate_workdir(
     out_dir = os.path.join(workdir, "eval", str(getattr(model, "step", step) or 0))
     results: dict[str, dict[str, float]] = {}
     predictions: dict[str, list[dict]] = {}
+    judges = None
     for split in splits:
         print(f"evaluating {alias}/{split} (step {getattr(model, 'step', step)})")
+        records = open_split(config, alias, split)
+        if s.get("judges", False) and judges is None:
+            languages = _speech_languages(model, records, s)
+            judges = build_judges(config, workdir, alias, languages) if languages else None
         out = evaluate(
             model,
-            open_split(config, alias, split),
+            records,
             tasks=s["tasks"],
             directions=list(s["directions"]) or None,
             limit=_limit(s["limit"]),
             batch_size=int(s["batch_size"]),
             sampling=sampling,
             max_new_tokens=int(s["max_new_tokens"]) or None,
+            judges=judges,
         )
         results[split] = out["metrics"]
         for task, rows in out["predictions"].items():

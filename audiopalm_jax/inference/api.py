@@ -54,6 +54,7 @@ class AudioPaLM:
         train_config: dict | None = None,
         batch_size: int = 16,
         step: int | None = None,
+        acoustic: Any | None = None,
     ):
         if model_config.vocab_size != vocab.size:
             raise ValueError(
@@ -62,6 +63,7 @@ class AudioPaLM:
         self.model_config, self.graphdef, self.params = for_decoding(model_config, params)
         self.vocab = vocab
         self.audio_tokenizer = audio_tokenizer
+        self.acoustic = acoustic  # an AcousticStage: units + a voice prompt -> speech
         self.mesh = mesh
         self.rules = sharding.normalize_rules(rules or sharding.DEFAULT_RULES)
         self.train_config = train_config or {}
@@ -80,6 +82,7 @@ class AudioPaLM:
         audio_tokenizer: Any | str | None = None,
         mesh_config: dict | None = None,
         batch_size: int = 16,
+        acoustic: Any | str | None = None,
     ) -> AudioPaLM:
         """Loads a workdir (``path/checkpoints``) or a checkpoint directory.
 
@@ -87,8 +90,12 @@ class AudioPaLM:
         on the training config's mesh (or ``mesh_config``; a mesh that does not fit the
         local devices falls back to data parallelism). The audio tokenizer is the one given
         (an object or a directory), else ``<workdir>/audio_tokenizer``, else the training
-        config's ``data.audio_tokenizer_dir``.
+        config's ``data.audio_tokenizer_dir``. The acoustic stage (speech output in a given
+        voice) is ``acoustic`` (an ``AcousticStage`` or a directory), else
+        ``<workdir>/acoustic`` when the main job trained one; without it speech output
+        comes from the tokenizer's own decoder, in no particular voice.
         """
+        from audiopalm_jax.acoustic.stage import AcousticStage, is_saved_stage
         from audiopalm_jax.audio import is_saved_tokenizer, load_tokenizer
         from audiopalm_jax.data.pipeline import TOKENIZER_DIR
         from audiopalm_jax.inference.loading import load_checkpoint
@@ -107,6 +114,15 @@ class AudioPaLM:
             tok = found[0] if found else None
         if isinstance(tok, str):  # load_tokenizer names a directory that holds none
             tok = load_tokenizer(tok)
+        if acoustic is None and is_saved_stage(os.path.join(loaded.workdir, "acoustic")):
+            acoustic = os.path.join(loaded.workdir, "acoustic")
+        if isinstance(acoustic, str | os.PathLike):
+            acoustic = AcousticStage.load(os.fspath(acoustic))
+        if acoustic is not None and tok is not None and acoustic.cfg.num_tokens != tok.num_tokens:
+            raise ValueError(
+                f"the acoustic stage reads {acoustic.cfg.num_tokens} audio tokens but the "
+                f"audio tokenizer has {tok.num_tokens}; pass the matching pair"
+            )
         return cls(
             loaded.model_config,
             loaded.params,
@@ -117,6 +133,7 @@ class AudioPaLM:
             train_config=loaded.config,
             batch_size=batch_size,
             step=loaded.step,
+            acoustic=acoustic,
         )
 
     # -- what the model knows -------------------------------------------------------------
@@ -178,8 +195,16 @@ class AudioPaLM:
                 out[i] = np.asarray(row[: int(n)], np.int32)
         return out  # type: ignore[return-value]
 
-    def decode_audio(self, rows: list[np.ndarray]) -> list[np.ndarray | SpeechTokens]:
-        """Audio-token rows -> waveforms, or SpeechTokens (with a warning) if it cannot."""
+    def decode_audio(
+        self, rows: list[np.ndarray], voices: Sequence[Any | None] | None = None
+    ) -> list[np.ndarray | SpeechTokens]:
+        """Audio-token rows -> waveforms, or SpeechTokens (with a warning) if it cannot.
+
+        With an acoustic stage each row is spoken in its voice (``voices``: one prompt per
+        row, None for the stage's default voice); else by the tokenizer's decoder."""
+        if self.acoustic is not None:
+            waves = self.acoustic.synthesize([np.asarray(r, np.int32) for r in rows], voices)
+            return list(waves)
         tok = self.audio_tokenizer
         if tok is None or not getattr(tok, "can_decode", False):
             name = f"{type(tok).__name__} cannot synthesize" if tok else "no audio tokenizer"
@@ -197,6 +222,38 @@ class AudioPaLM:
             for i, wave in zip(keep, tok.decode(tokens, lengths), strict=True):
                 out[i] = np.asarray(wave, np.float32)
         return out
+
+    def _voices(
+        self, voice: Any, n: int, sample_rate: int | None, lenient: bool = False
+    ) -> list[Any | None]:
+        """``voice=`` (one for all, or a list of one per input) -> validated prompts;
+        ``lenient``: an unusable one becomes None (the default voice) instead of an error."""
+        from audiopalm_jax.acoustic.stage import check_voice
+
+        if voice is None:
+            return [None] * n
+        many = isinstance(voice, list)
+        voices = list(voice) if many else [voice] * n
+        if len(voices) != n:
+            raise ValueError(f"voice= has {len(voices)} entries for {n} inputs; give one or {n}")
+        rate = int(getattr(self.audio_tokenizer, "sample_rate", 16_000))
+        out = []
+        for i, v in enumerate(voices):
+            if isinstance(v, np.ndarray) and sample_rate is not None:
+                v = (v, sample_rate)
+            try:
+                out.append(None if v is None else (check_voice(v, rate, f"voice {i}"), rate))
+            except ValueError:
+                if not lenient:
+                    raise
+                out.append(None)
+        return out
+
+    @staticmethod
+    def _source_voices(audio: Any, sample_rate: int | None) -> list[Any | None]:
+        """The default voice of S2ST: each source itself (None for SpeechTokens)."""
+        items, _ = inputs.audio_batch(audio, sample_rate)
+        return [None if isinstance(item, SpeechTokens) else item for item in items]
 
     # -- decoding -------------------------------------------------------------------------
     def _max_new(self, tasks: tuple[str, ...], source: str | np.ndarray) -> int:
@@ -378,22 +435,46 @@ class AudioPaLM:
         source: str,
         target: str,
         *,
+        voice=None,
         sample_rate=None,
         sampling=None,
         max_new_tokens=None,
     ):
         """S2ST: speech -> speech: a float32 waveform at ``audio_tokenizer.sample_rate``, or
-        :class:`SpeechTokens` (with a warning) when the tokenizer cannot synthesize."""
+        :class:`SpeechTokens` (with a warning) when nothing can synthesize.
+
+        ``voice``: who speaks the translation; default: the source's own speaker (its
+        first 3 s are the acoustic stage's prompt). A path, an array (at
+        ``sample_rate``), ``(array, rate)``, or a list of one per input."""
+        n = len(inputs.audio_batch(audio, sample_rate)[0])
+        if voice is None:  # sources too short for a prompt get the default voice
+            voices = self._voices(self._source_voices(audio, sample_rate), n, None, True)
+        else:
+            voices = self._voices(voice, n, sample_rate)
         outs, single = self._run(
             ("S2ST",), audio, source, target, sampling, max_new_tokens, sample_rate
         )
-        waves = self.decode_audio([self._audio(o) for o in outs])
+        waves = self.decode_audio([self._audio(o) for o in outs], voices)
         return waves[0] if single else waves
 
-    def synthesize(self, text, language: str, *, sampling=None, max_new_tokens=None):
-        """TTS: text -> speech in ``language`` (waveform or SpeechTokens, as S2ST)."""
+    def synthesize(
+        self,
+        text,
+        language: str,
+        *,
+        voice=None,
+        sample_rate=None,
+        sampling=None,
+        max_new_tokens=None,
+    ):
+        """TTS: text -> speech in ``language`` (waveform or SpeechTokens, as S2ST).
+
+        ``voice``: a recording of the speaker to imitate (as in :meth:`translate_speech`;
+        at least 0.5 s, its first 3 s used); default: the acoustic stage's default voice,
+        a training utterance's speaker (``model.acoustic.info["default_voice"]``)."""
+        voices = self._voices(voice, len(inputs.text_batch(text)[0]), sample_rate)
         outs, single = self._run(("TTS",), text, language, None, sampling, max_new_tokens)
-        waves = self.decode_audio([self._audio(o) for o in outs])
+        waves = self.decode_audio([self._audio(o) for o in outs], voices)
         return waves[0] if single else waves
 
     def translate_text(self, text, source: str, target: str, *, sampling=None, max_new_tokens=None):

@@ -107,17 +107,20 @@ class Transformer(nnx.Module):
 
     def hidden_states(
         self,
-        tokens: jax.Array,
+        tokens: jax.Array | None,
         positions: jax.Array,
         *,
         segment_ids: jax.Array | None = None,
         prefix_mask: jax.Array | None = None,
         cache: Cache | None = None,
         dropout_rng: jax.Array | None = None,
+        inputs_embeds: jax.Array | None = None,
     ) -> tuple[jax.Array, Cache | None]:
         """As ``__call__`` up to the final norm: ([batch, length, embed], cache or None).
-        The train step projects these to logits a chunk at a time (``loss_chunk_length``)."""
-        b, length = tokens.shape
+        The train step projects these to logits a chunk at a time (``loss_chunk_length``).
+        ``inputs_embeds`` [batch, length, embed] replaces the token embeddings (``tokens``
+        None): the acoustic stage feeds mel frames and units through the same blocks."""
+        b, length = (tokens if inputs_embeds is None else inputs_embeds).shape[:2]
         if segment_ids is None:
             segment_ids = jnp.ones((b, length), jnp.int32)
         q_index = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
@@ -144,7 +147,8 @@ class Transformer(nnx.Module):
             )
             layer_caches = {"k": cache["k"], "v": cache["v"]}
 
-        x = constrain(self.embedder.encode(tokens), _ACT)
+        x = self.embedder.encode(tokens) if inputs_embeds is None else inputs_embeds
+        x = constrain(x, _ACT)
         x, new_layer_caches = self._run_blocks(x, positions, mask, layer_caches, index, dropout_rng)
         x = self.final_norm(x)
 

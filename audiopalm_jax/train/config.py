@@ -11,6 +11,7 @@ import os
 
 import ml_collections
 
+from audiopalm_jax.acoustic.train import config_defaults as acoustic_defaults
 from audiopalm_jax.sharding import DEFAULT_RULES
 
 
@@ -112,6 +113,9 @@ def base_config() -> ml_collections.ConfigDict:
         )
     )
     c.data = ml_collections.ConfigDict(dict(source="synthetic", batch_size=8, seq_len=128))
+    # The acoustic stage (units + a 3 s voice prompt -> speech), trained by `audiopalm
+    # train` after `prepare` when enabled: sizes and training keys of audiopalm_jax/acoustic.
+    c.acoustic = ml_collections.ConfigDict(acoustic_defaults())
     c.distributed = ml_collections.ConfigDict(
         dict(auto=False, coordinator_address="", num_processes=1, process_id=0)
     )
