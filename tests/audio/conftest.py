@@ -1,15 +1,17 @@
-"""Test-only speech: espeak-ng (from the ``espeakng_loader`` wheel) through ctypes.
+"""Test-only speech: espeak-ng (from the ``espeakng_loader`` wheel), 22050 Hz int16.
 
-Kept independent of ``audiopalm_jax.data`` on purpose. Synthesis is 22050 Hz int16.
+Through the package's one espeak-ng engine (``audiopalm_jax.data.espeak``): the C
+library's state and synth callback are process-wide, so this cannot have its own.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 
 import numpy as np
 import pytest
+
+from audiopalm_jax.data import espeak
 
 SENTENCES = (
     "The quick brown fox jumps over the lazy dog.",
@@ -26,64 +28,14 @@ SENTENCES = (
     "Numbers like one, two, three and four are easy to say.",
 )
 
-_AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_AUDIO_OUTPUT enum: PLAYBACK=0, RETRIEVAL=1, SYNCHRONOUS=2
-_POS_CHARACTER = 1
-_ESPEAK_CHARS_UTF8 = 1
-_CALLBACK = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
-)
-
-
-class _Espeak:
-    """A process-wide espeak-ng handle (the C library keeps global state)."""
-
-    def __init__(self):
-        import espeakng_loader
-
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-            ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
-        ]  # fmt: skip
-        data = espeakng_loader.get_data_path().encode()
-        self.sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data, 0)
-        if self.sample_rate <= 0:
-            raise RuntimeError(f"espeak_Initialize failed ({self.sample_rate})")
-        self._chunks: list[np.ndarray] = []
-
-        def callback(wav, num_samples, events):
-            if num_samples > 0:
-                self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
-            return 0  # 0 = continue synthesis
-
-        self._callback = _CALLBACK(callback)  # keep a reference: C holds only the pointer
-        lib.espeak_SetSynthCallback(self._callback)
-        self._lib = lib
-
-    def say(self, text: str, voice: str = "en") -> np.ndarray:
-        if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise RuntimeError(f"espeak-ng has no voice {voice!r}")
-        self._chunks = []
-        raw = text.encode("utf-8")
-        err = self._lib.espeak_Synth(
-            raw, len(raw) + 1, 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None
-        )
-        if err != 0:
-            raise RuntimeError(f"espeak_Synth failed ({err})")
-        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-
-
-@functools.lru_cache(maxsize=1)
-def _espeak() -> _Espeak:
-    return _Espeak()
-
 
 @functools.lru_cache(maxsize=64)
 def synthesize(text: str, voice: str = "en") -> np.ndarray:
     """int16 speech at 22050 Hz (cached; treat as read-only)."""
-    out = _espeak().say(text, voice)
+    # The package's engine: espeak-ng's synth callback is process-wide, so a second
+    # binding would take the audio of every later espeak.synthesize in this process.
+    # Its native 22.05 kHz output, at espeak's default rate and pitch.
+    out = espeak._engine().synthesize(text, voice, espeak.Voice("m1"), seed=0)
     out.setflags(write=False)
     return out
 
