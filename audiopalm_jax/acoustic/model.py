@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from audiopalm_jax.model import ModelConfig, Transformer
+from audiopalm_jax.model.config import from_known_keys
 from audiopalm_jax.model.layers import dense
 from audiopalm_jax.sharding import constrain
 
@@ -99,11 +100,7 @@ class AcousticConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AcousticConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown acoustic config keys {unknown}; known: {sorted(known)}")
-        return cls(**dict(d))
+        return from_known_keys(cls, d, "acoustic")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -96,7 +96,7 @@ class AcousticStage:
     ):
         self.cfg = cfg
         self.mel = mel_config(cfg)
-        self.graphdef = nnx.graphdef(AcousticModel(cfg, rngs=nnx.Rngs(0)))
+        self.graphdef = nnx.graphdef(nnx.eval_shape(lambda: AcousticModel(cfg, rngs=nnx.Rngs(0))))
         self.params = params
         self.mean = np.asarray(mean, np.float32)
         self.std = np.asarray(std, np.float32)
@@ -104,15 +104,6 @@ class AcousticStage:
         self.info = dict(info or {})
 
     # -- features ---------------------------------------------------------------------------
-    def normalize(self, logmel: jax.Array) -> jax.Array:
-        """[..., stack * n_mels] log-mel -> standardised per bin."""
-        reps = self.cfg.stack
-        return (logmel - jnp.tile(self.mean, reps)) / jnp.tile(self.std, reps)
-
-    def denormalize(self, x: jax.Array) -> jax.Array:
-        reps = self.cfg.stack
-        return x * jnp.tile(self.std, reps) + jnp.tile(self.mean, reps)
-
     def prompt_features(self, voices: Sequence[Voice | None]) -> np.ndarray:
         """Voice prompts -> [B, prompt_tokens, frame_dim] log-mel (None: the default voice)."""
         p = self.cfg.prompt_tokens
@@ -177,7 +168,7 @@ class AcousticStage:
             self.params,
             jnp.asarray(units),
             jnp.asarray(mask),
-            self.normalize(jnp.asarray(prompt[None])),
+            standardize(jnp.asarray(prompt[None]), self.mean, self.std),
             self.mean,
             self.std,
         )
@@ -245,6 +236,12 @@ def _replicated():
 def _predict(graphdef, params, units, mask, prompt, mean, std):
     model = nnx.merge(graphdef, params)
     ones = jnp.ones(prompt.shape[:2], bool)
-    pred = model(units, mask, prompt, ones)  # [B, T, frame_dim] normalised
+    pred = model(units, mask, prompt, ones)  # [B, T, frame_dim] standardised
     reps = pred.shape[-1] // mean.shape[0]
     return pred * jnp.tile(std, reps) + jnp.tile(mean, reps)
+
+
+def standardize(logmel: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
+    """[..., stack * n_mels] log-mel -> per-bin standardised (``mean``, ``std``: [n_mels])."""
+    reps = logmel.shape[-1] // mean.shape[0]
+    return (logmel - jnp.tile(mean, reps)) / jnp.tile(std, reps)

@@ -23,7 +23,13 @@ import optax
 from flax import nnx
 
 from audiopalm_jax.acoustic.model import AcousticConfig, AcousticModel
-from audiopalm_jax.acoustic.stage import AcousticStage, log_mel_frames, mel_config, prompt_audio
+from audiopalm_jax.acoustic.stage import (
+    AcousticStage,
+    log_mel_frames,
+    mel_config,
+    prompt_audio,
+    standardize,
+)
 
 log = logging.getLogger(__name__)
 STATE_DIR = "train_state"
@@ -108,7 +114,6 @@ def feature_stats(source: UtteranceSource, cfg: AcousticConfig, count: int, seed
 def make_step(cfg: AcousticConfig, optimizer, mean: np.ndarray, std: np.ndarray) -> Callable:
     """The jitted ``(graphdef, state, opt_state, batch) -> (state, opt_state, loss)``."""
     mel, p = mel_config(cfg), cfg.prompt_tokens
-    scale = (jnp.tile(mean, cfg.stack), jnp.tile(std, cfg.stack))
 
     def loss_fn(params, graphdef, batch):
         model = nnx.merge(graphdef, params)
@@ -117,7 +122,7 @@ def make_step(cfg: AcousticConfig, optimizer, mean: np.ndarray, std: np.ndarray)
         target = log_mel_frames(mel, units.shape[1], batch["waves"], batch["lengths"])
         plen = jnp.full((units.shape[0],), batch["prompts"].shape[1], jnp.int32)
         prompt = log_mel_frames(mel, p, batch["prompts"], plen)
-        target, prompt = (target - scale[0]) / scale[1], (prompt - scale[0]) / scale[1]
+        target, prompt = standardize(target, mean, std), standardize(prompt, mean, std)
         pred = model(units, mask, prompt, jnp.ones(prompt.shape[:2], bool))
         err = jnp.abs(pred - target).mean(-1)  # [B, T]
         return jnp.sum(err * mask) / jnp.maximum(mask.sum(), 1)

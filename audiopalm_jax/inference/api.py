@@ -249,12 +249,6 @@ class AudioPaLM:
                 out.append(None)
         return out
 
-    @staticmethod
-    def _source_voices(audio: Any, sample_rate: int | None) -> list[Any | None]:
-        """The default voice of S2ST: each source itself (None for SpeechTokens)."""
-        items, _ = inputs.audio_batch(audio, sample_rate)
-        return [None if isinstance(item, SpeechTokens) else item for item in items]
-
     # -- decoding -------------------------------------------------------------------------
     def _max_new(self, tasks: tuple[str, ...], source: str | np.ndarray) -> int:
         """A generous output budget from the source length (rows stop at eos anyway)."""
@@ -446,13 +440,18 @@ class AudioPaLM:
         ``voice``: who speaks the translation; default: the source's own speaker (its
         first 3 s are the acoustic stage's prompt). A path, an array (at
         ``sample_rate``), ``(array, rate)``, or a list of one per input."""
-        n = len(inputs.audio_batch(audio, sample_rate)[0])
-        if voice is None:  # sources too short for a prompt get the default voice
-            voices = self._voices(self._source_voices(audio, sample_rate), n, None, True)
+        from audiopalm_jax.audio import load_audio
+
+        items, single = inputs.audio_batch(audio, sample_rate)
+        # Files are read once, for the prompt and the voice both.
+        items = [load_audio(x) if isinstance(x, str) else x for x in items]
+        if voice is None:  # each source is its own voice; too short / SpeechTokens: default
+            own = [None if isinstance(x, SpeechTokens) else x for x in items]
+            voices = self._voices(own, len(items), None, lenient=True)
         else:
-            voices = self._voices(voice, n, sample_rate)
-        outs, single = self._run(
-            ("S2ST",), audio, source, target, sampling, max_new_tokens, sample_rate
+            voices = self._voices(voice, len(items), sample_rate)
+        outs, _ = self._run(
+            ("S2ST",), items[0] if single else items, source, target, sampling, max_new_tokens
         )
         waves = self.decode_audio([self._audio(o) for o in outs], voices)
         return waves[0] if single else waves

@@ -13,6 +13,15 @@ WEIGHT_GRADS = ("auto", "explicit_transpose", "xla")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attention_out")
 
 
+def from_known_keys(cls, d: Mapping[str, Any], what: str):
+    """``cls(**d)`` for a dataclass, with a one-line error naming keys it does not have."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} config keys {unknown}; known: {sorted(known)}")
+    return cls(**dict(d))
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Knobs that express PaLM-, Llama-, Qwen2- and Gemma-style decoders.
@@ -97,11 +106,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; known: {sorted(known)}")
-        return cls(**dict(d))
+        return from_known_keys(cls, d, "model")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
